@@ -1,0 +1,3 @@
+from fraudrt.cli import main
+
+main()

@@ -1,0 +1,29 @@
+"""`fraudrt`: the one entry point (click)."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import CliState
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--profile", envvar="FRAUDRT_PROFILE", default=None, help="config/profiles/<name>.yaml")
+@click.pass_context
+def cli(ctx: click.Context, profile: str | None) -> None:
+    """fraudrt: real-time fraud decision platform."""
+    ctx.obj = CliState(profile)
+
+
+def _register() -> None:
+    # Each plane owns its command module; the list here is the CLI's table of contents.
+    from ._substrate import substrate
+
+    cli.add_command(substrate)
+
+
+_register()
+
+
+def main() -> None:
+    cli()

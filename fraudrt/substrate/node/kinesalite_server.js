@@ -1,0 +1,13 @@
+// kinesalite's CLI cannot bind to a chosen host; this wrapper binds 127.0.0.1 (or KINESALITE_HOST).
+const kinesalite = require('kinesalite');
+const port = parseInt(process.env.KINESALITE_PORT, 10);
+const host = process.env.KINESALITE_HOST || '127.0.0.1';
+const path = process.env.KINESALITE_PATH;
+const server = kinesalite({ path, createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50 });
+server.listen(port, host, (err) => {
+  if (err) { console.error(err); process.exit(1); }
+  console.log(`kinesalite listening on ${host}:${port} path=${path}`);
+});
+const shutdown = () => server.close(() => process.exit(0));
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
