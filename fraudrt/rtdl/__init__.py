@@ -1,0 +1,1 @@
+"""Real-time decision loop plane: archive, identity/features/context projection, decisions."""

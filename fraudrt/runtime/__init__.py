@@ -1,0 +1,75 @@
+"""The actor runtime: shard readers, batch handlers, Postgres checkpoints, the publish outbox, packs."""
+
+from ._actor import Actor, Batch, ComponentContext, Emit, InboundRecord, Service
+from ._bus import BusRecord, GetResult, KinesisBus, PutEntry, PutResult, seq_key, shard_number
+from ._checkpoint import load_checkpoints
+from ._errors import (
+    ActorMissingError,
+    BusError,
+    ExpiredIteratorError,
+    FraudrtRuntimeError,
+    PackError,
+    StreamNotFoundError,
+    ThrottledError,
+)
+from ._manifest import ComponentSpec, PackManifest, list_manifests, resolve_manifest
+from ._migrations import MigrationError, apply_migrations
+from ._outbox import OutboxRelay, write_outbox
+from ._pack import load_pack_state, pack_down, pack_kill, pack_status, pack_up
+from ._runs import (
+    RunError,
+    active_run_id,
+    active_run_path,
+    component_dir,
+    new_run,
+    operate_dir,
+    pack_run_dir,
+    platform_root,
+    run_dir,
+)
+
+__all__ = [
+    "Actor",
+    "ActorMissingError",
+    "Batch",
+    "BusError",
+    "BusRecord",
+    "ComponentContext",
+    "ComponentSpec",
+    "Emit",
+    "ExpiredIteratorError",
+    "FraudrtRuntimeError",
+    "GetResult",
+    "InboundRecord",
+    "KinesisBus",
+    "MigrationError",
+    "OutboxRelay",
+    "PackError",
+    "PackManifest",
+    "PutEntry",
+    "PutResult",
+    "RunError",
+    "Service",
+    "StreamNotFoundError",
+    "ThrottledError",
+    "active_run_id",
+    "active_run_path",
+    "apply_migrations",
+    "component_dir",
+    "list_manifests",
+    "load_checkpoints",
+    "load_pack_state",
+    "new_run",
+    "operate_dir",
+    "pack_down",
+    "pack_kill",
+    "pack_run_dir",
+    "pack_status",
+    "pack_up",
+    "platform_root",
+    "resolve_manifest",
+    "run_dir",
+    "seq_key",
+    "shard_number",
+    "write_outbox",
+]

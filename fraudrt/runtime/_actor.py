@@ -1,0 +1,127 @@
+"""What a component implements to run in a pack: `Actor` (a bus consumer) or `Service` (anything else).
+
+An actor never talks to Kinesis itself: the pack's shared shard readers deliver batches, and whatever
+the handler emits is written to the outbox in the same transaction as its state and checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import anyio
+import msgspec
+
+from fraudrt.config import Settings
+
+
+class InboundRecord(msgspec.Struct, frozen=True):
+    """One Kinesis record, with the two envelope fields the runtime itself needs."""
+
+    stream: str
+    shard_id: str
+    sequence_number: str
+    partition_key: str
+    data: bytes
+    arrival_ts: float
+    platform_run_id: str | None
+    event_id: str | None
+
+
+class Emit(msgspec.Struct, frozen=True):
+    """An envelope to publish: written to the outbox in the batch's transaction."""
+
+    stream: str
+    partition_key: str
+    event_id: str
+    data: bytes
+
+
+class Batch:
+    """What a handler gets: the records of its run and the open transaction to write state with."""
+
+    def __init__(self, records: Sequence[InboundRecord], conn: Any, platform_run_id: str) -> None:
+        self.records = records
+        self.conn = conn
+        self.platform_run_id = platform_run_id
+        self.emitted: list[Emit] = []
+        self.rejected: list[tuple[InboundRecord, str]] = []
+        # Handler's scratch space, read back in `after_commit` once the batch is durable.
+        self.notes: dict[str, Any] = {}
+
+    def emit(self, stream: str, data: bytes, *, partition_key: str, event_id: str) -> None:
+        self.emitted.append(Emit(stream, partition_key, event_id, data))
+
+    def dead_letter(self, record: InboundRecord, reason: str) -> None:
+        """Record that cannot ever be handled (bad input): dead-lettered with `reason` in this transaction."""
+        self.rejected.append((record, reason))
+
+
+@dataclass
+class ComponentContext:
+    """Shared by every component of one pack process."""
+
+    settings: Settings
+    platform_run_id: str
+    pack_id: str
+    pool: Any
+    options: dict[str, Any] = field(default_factory=dict)
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("fraudrt"))
+    stopping: anyio.Event = field(default_factory=anyio.Event)
+
+
+class Component(ABC):
+    """Common surface: a full component name (artifact paths use it) and its health."""
+
+    name: ClassVar[str]
+    # Packages whose `sql/` folder holds this component's tables.
+    sql_packages: ClassVar[tuple[str, ...]] = ()
+
+    def health(self) -> tuple[str, list[str]]:
+        """(GREEN|AMBER|RED, reasons) from the component's own point of view."""
+        return "GREEN", []
+
+    def metrics(self) -> dict[str, Any]:
+        return {}
+
+    def health_details(self) -> dict[str, Any]:
+        return {}
+
+
+class Actor(Component):
+    """A bus consumer: subscribe to streams, handle batches transactionally."""
+
+    # Records per handler call at most (several deliveries are coalesced up to this).
+    max_batch: ClassVar[int] = 2000
+
+    @abstractmethod
+    def subscriptions(self, settings: Settings) -> list[str]:
+        """Physical stream names to read."""
+
+    async def start(self, ctx: ComponentContext) -> None:  # noqa: B027  (optional hook)
+        """Open clients, warm caches. Called once per (re)start, before the first batch."""
+
+    async def stop(self) -> None:  # noqa: B027
+        """Close what `start` opened."""
+
+    @abstractmethod
+    async def handle(self, batch: Batch) -> None:
+        """Apply `batch.records` (all of this run, in shard order) using `batch.conn`.
+
+        Raise to have the batch retried; a record that keeps failing is dead-lettered. Keep effects
+        inside the transaction (or idempotent), because a failed batch is rolled back and re-run.
+        """
+
+    async def after_commit(self, batch: Batch) -> None:  # noqa: B027
+        """In-memory bookkeeping once the batch is durable (counters, caches)."""
+
+
+class Service(Component):
+    """A non-consumer component (HTTP service, timer-driven reporter, ...)."""
+
+    @abstractmethod
+    async def run(self, ctx: ComponentContext) -> None:
+        """Run until `ctx.stopping` is set, then return after draining."""

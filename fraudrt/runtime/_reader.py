@@ -1,0 +1,132 @@
+"""One reader per (stream, shard) per pack process, fanning each fetched batch out to its subscribers.
+
+It keeps its shard iterator between calls (re-created only on expiry or error), starts
+AFTER_SEQUENCE_NUMBER of the lowest subscriber checkpoint or TRIM_HORIZON when any subscriber has
+none, and is paced by the slowest subscriber's bounded queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ._actor import InboundRecord
+from ._bus import BusRecord, KinesisBus, seq_key
+from ._errors import BusError, ExpiredIteratorError
+
+log = logging.getLogger("fraudrt.runtime.reader")
+
+
+class _Pins(msgspec.Struct):
+    # Only what run-scoping needs; the handler decodes the full envelope itself.
+    platform_run_id: str | None = None
+    event_id: str | None = None
+
+
+_peek = msgspec.json.Decoder(_Pins)
+
+
+def to_inbound(record: BusRecord) -> InboundRecord:
+    try:
+        pins = _peek.decode(record.data)
+        run_id, event_id = pins.platform_run_id, pins.event_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        # Undecodable: still delivered, so the actor can dead-letter it with a reason.
+        run_id = event_id = None
+    return InboundRecord(record.stream, record.shard_id, record.sequence_number, record.partition_key,
+                         record.data, record.arrival_ts, run_id, event_id)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    stream: str
+    shard_id: str
+    records: list[InboundRecord]
+    millis_behind: int
+
+
+@dataclass
+class ReaderStats:
+    calls: int = 0
+    records: int = 0
+    empty_reads: int = 0
+    errors: int = 0
+    iterator_renewals: int = 0
+    millis_behind: int = 0
+    last_sequence: str | None = None
+
+
+@dataclass
+class ShardReader:
+    bus: KinesisBus
+    stream: str
+    shard_id: str
+    subscribers: list[MemoryObjectSendStream[Delivery]]
+    start_after: str | None
+    limit: int = 5000
+    idle_sleep_min: float = 0.02
+    idle_sleep_max: float = 0.5
+    stats: ReaderStats = field(default_factory=ReaderStats)
+
+    async def _iterator(self, after: str | None) -> str:
+        return await self.bus.get_shard_iterator(self.stream, self.shard_id, after_sequence=after)
+
+    async def run(self, stopping: anyio.Event) -> None:
+        last = self.start_after
+        iterator: str | None = None
+        idle = self.idle_sleep_min
+        failures = 0
+        while not stopping.is_set():
+            try:
+                if iterator is None:
+                    iterator = await self._iterator(last)
+                result = await self.bus.get_records(self.stream, self.shard_id, iterator, self.limit)
+            except ExpiredIteratorError:
+                self.stats.iterator_renewals += 1
+                iterator = None
+                continue
+            except BusError as exc:
+                self.stats.errors += 1
+                failures += 1
+                if not exc.retriable:
+                    raise
+                delay = min(10.0, max(exc.backoff, 0.1) * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                log.warning("read %s/%s failed (%s); retry in %.2fs", self.stream, self.shard_id, exc, delay)
+                # A failed call may have consumed the iterator; restart after what we delivered.
+                iterator = None
+                await anyio.sleep(delay)
+                continue
+            failures = 0
+            self.stats.calls += 1
+            self.stats.millis_behind = result.millis_behind
+            iterator = result.next_iterator
+            if result.records:
+                inbound = [to_inbound(r) for r in result.records]
+                last = inbound[-1].sequence_number
+                self.stats.records += len(inbound)
+                self.stats.last_sequence = last
+                delivery = Delivery(self.stream, self.shard_id, inbound, result.millis_behind)
+                for queue in self.subscribers:
+                    await queue.send(delivery)
+                idle = self.idle_sleep_min
+            else:
+                self.stats.empty_reads += 1
+                if iterator is None:
+                    log.info("shard %s/%s closed", self.stream, self.shard_id)
+                    return
+                # Caught up: back off so an idle pack costs kinesalite little.
+                if result.millis_behind == 0:
+                    await anyio.sleep(idle)
+                    idle = min(self.idle_sleep_max, idle * 2)
+
+
+def lowest_checkpoint(checkpoints: list[str | None]) -> str | None:
+    """Start position shared by subscribers: None (TRIM_HORIZON) if any has no checkpoint."""
+    if not checkpoints or any(c is None for c in checkpoints):
+        return None
+    return min((c for c in checkpoints if c is not None), key=seq_key)
