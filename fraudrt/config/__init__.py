@@ -3,23 +3,29 @@
 from ._loader import ConfigError, config_dir, interpolate, load_settings, project_root, substrate_overlay_path
 from ._model import (
     BucketSettings,
+    IngestionGateSettings,
     KinesisSettings,
     PostgresSettings,
     S3Settings,
+    ScenarioRunnerSettings,
     Settings,
     StreamSettings,
     SubstrateKind,
+    WorldStreamProducerSettings,
 )
 
 __all__ = [
     "BucketSettings",
     "ConfigError",
+    "IngestionGateSettings",
     "KinesisSettings",
     "PostgresSettings",
     "S3Settings",
+    "ScenarioRunnerSettings",
     "Settings",
     "StreamSettings",
     "SubstrateKind",
+    "WorldStreamProducerSettings",
     "config_dir",
     "interpolate",
     "load_settings",

@@ -67,6 +67,35 @@ class StreamSettings(_Section):
         return self.prefix + logical
 
 
+class IngestionGateSettings(_Section):
+    """IG (HTTP). Binds loopback unless configured; keys are read from a file, never logged."""
+
+    host: str = "127.0.0.1"
+    port: int = 8081
+    # One key per line. Default: <home>/secrets/ig_api_keys (created with a random key on first use).
+    api_keys_file: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_batch_events: int = 1000
+    receipts_layout: Literal["per_event", "batch"] = "per_event"
+
+
+class WorldStreamProducerSettings(_Section):
+    """WSP. `ig_url` None means the IG of this profile (`http://<ig.host>:<ig.port>`)."""
+
+    ig_url: str | None = None
+    max_events_per_output: int = 0  # 0 = the whole stream view
+    speedup: float = 0.0  # 0 = as fast as possible; else event-time compression factor
+    push_batch_size: int = 250
+    push_concurrency: int = 4
+    mode: Literal["fraud", "baseline"] = "fraud"
+
+
+class ScenarioRunnerSettings(_Section):
+    engine_run_root: str | None = None  # s3://oracle-store/<root>
+    scenario_id: str = "baseline_v1"
+    mode: Literal["fraud", "baseline"] = "fraud"
+
+
 class Settings(_Section):
     """Resolved settings for one profile. Build with `fraudrt.config.load_settings`."""
 
@@ -79,3 +108,6 @@ class Settings(_Section):
     postgres: PostgresSettings = PostgresSettings()
     buckets: BucketSettings = BucketSettings()
     streams: StreamSettings = StreamSettings()
+    ig: IngestionGateSettings = IngestionGateSettings()
+    wsp: WorldStreamProducerSettings = WorldStreamProducerSettings()
+    sr: ScenarioRunnerSettings = ScenarioRunnerSettings()

@@ -118,6 +118,15 @@ class Actor(Component):
     async def after_commit(self, batch: Batch) -> None:  # noqa: B027
         """In-memory bookkeeping once the batch is durable (counters, caches)."""
 
+    has_background: ClassVar[bool] = False
+
+    async def background(self, ctx: ComponentContext) -> None:
+        """Long work an actor's handler only records (e.g. WSP streams a world after READY is committed).
+
+        Set `has_background = True` to have the pack supervise it beside the handler; return once
+        `ctx.stopping` is set. It uses `ctx.pool` and its own checkpoints, never the batch transaction.
+        """
+
 
 class Service(Component):
     """A non-consumer component (HTTP service, timer-driven reporter, ...)."""

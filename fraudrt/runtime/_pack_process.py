@@ -90,6 +90,7 @@ class PackProcess:
         self.readers: list[ShardReader] = []
         self.relay: OutboxRelay | None = None
         self.contexts: dict[str, ComponentContext] = {}
+        self.backgrounds: dict[str, Supervision] = {}
         self.missing_optional: list[str] = []
         self.started_at = utc_now_ts()
 
@@ -112,7 +113,9 @@ class PackProcess:
     def _health_of(self, comp: Component, sup: Supervision) -> tuple[str, list[str]]:
         own_state, own_reasons = comp.health()
         sup_state, sup_reasons = sup.health()
-        return worst(own_state, sup_state), sup_reasons + own_reasons
+        bg = self.backgrounds.get(comp.name)
+        bg_state, bg_reasons = bg.health() if bg else ("GREEN", [])
+        return worst(own_state, sup_state, bg_state), sup_reasons + bg_reasons + own_reasons
 
     def write_reports(self) -> None:
         runs_root = Path(self.settings.runs_root)
@@ -228,8 +231,14 @@ class PackProcess:
             async with anyio.create_task_group() as work:
                 for spec, comp, sup in self.components:
                     body = self._body(spec, comp)
-                    work.start_soon(supervise, sup, body, stopping, self.events,
-                                    logging.getLogger(f"fraudrt.{spec.name}"))
+                    comp_log = logging.getLogger(f"fraudrt.{spec.name}")
+                    work.start_soon(supervise, sup, body, stopping, self.events, comp_log)
+                    if isinstance(comp, Actor) and comp.has_background:
+                        ctx = self.contexts[spec.name]
+                        bg = Supervision(f"{spec.name}:background")
+                        self.backgrounds[spec.name] = bg
+                        work.start_soon(supervise, bg, lambda c=comp, x=ctx: c.background(x), stopping,
+                                        self.events, comp_log)
             # Every component has returned (drained). Stop reading, then flush what they emitted.
             reader_scope.cancel()
             with anyio.move_on_after(float(self.opts.get("drain_timeout_seconds", 30))):
