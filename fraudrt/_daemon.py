@@ -6,6 +6,7 @@ reused for an unrelated process is never signalled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -74,10 +75,8 @@ def is_alive(record: ProcessRecord) -> bool:
 
 def _reap(pid: int) -> None:
     # Our own children become zombies until waited for; reap so `is_alive` turns false.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def stop(record: ProcessRecord, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> str:

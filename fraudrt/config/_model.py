@@ -13,7 +13,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
-class S3Settings(_Section):
+class S3Settings(_Section, frozen=True):
     endpoint_url: str | None = None
     region: str = "us-east-1"
     access_key_id: str | None = None
@@ -21,7 +21,7 @@ class S3Settings(_Section):
     path_style: bool = True
 
 
-class KinesisSettings(_Section):
+class KinesisSettings(_Section, frozen=True):
     endpoint_url: str | None = None
     region: str = "us-east-1"
     access_key_id: str | None = None
@@ -29,18 +29,18 @@ class KinesisSettings(_Section):
     shard_count: int = 1
 
 
-class PostgresSettings(_Section):
+class PostgresSettings(_Section, frozen=True):
     dsn: str | None = None
     pool_min: int = 1
     pool_max: int = 8
 
 
-class BucketSettings(_Section):
+class BucketSettings(_Section, frozen=True):
     oracle: str = "oracle-store"
     platform: str = "fraud-platform"
 
 
-class StreamSettings(_Section):
+class StreamSettings(_Section, frozen=True):
     """Kinesis stream names (the seed's names; a prefix isolates tests sharing one kinesalite)."""
 
     prefix: str = ""
@@ -67,7 +67,7 @@ class StreamSettings(_Section):
         return self.prefix + logical
 
 
-class IngestionGateSettings(_Section):
+class IngestionGateSettings(_Section, frozen=True):
     """IG (HTTP). Binds loopback unless configured; keys are read from a file, never logged."""
 
     host: str = "127.0.0.1"
@@ -79,7 +79,7 @@ class IngestionGateSettings(_Section):
     receipts_layout: Literal["per_event", "batch"] = "per_event"
 
 
-class WorldStreamProducerSettings(_Section):
+class WorldStreamProducerSettings(_Section, frozen=True):
     """WSP. `ig_url` None means the IG of this profile (`http://<ig.host>:<ig.port>`)."""
 
     ig_url: str | None = None
@@ -90,13 +90,13 @@ class WorldStreamProducerSettings(_Section):
     mode: Literal["fraud", "baseline"] = "fraud"
 
 
-class ScenarioRunnerSettings(_Section):
+class ScenarioRunnerSettings(_Section, frozen=True):
     engine_run_root: str | None = None  # s3://oracle-store/<root>
     scenario_id: str = "baseline_v1"
     mode: Literal["fraud", "baseline"] = "fraud"
 
 
-class Settings(_Section):
+class Settings(_Section, frozen=True):
     """Resolved settings for one profile. Build with `fraudrt.config.load_settings`."""
 
     profile: str

@@ -101,10 +101,10 @@ class Actor(Component):
     def subscriptions(self, settings: Settings) -> list[str]:
         """Physical stream names to read."""
 
-    async def start(self, ctx: ComponentContext) -> None:  # noqa: B027  (optional hook)
+    async def start(self, ctx: ComponentContext) -> None:
         """Open clients, warm caches. Called once per (re)start, before the first batch."""
 
-    async def stop(self) -> None:  # noqa: B027
+    async def stop(self) -> None:
         """Close what `start` opened."""
 
     @abstractmethod
@@ -115,7 +115,7 @@ class Actor(Component):
         inside the transaction (or idempotent), because a failed batch is rolled back and re-run.
         """
 
-    async def after_commit(self, batch: Batch) -> None:  # noqa: B027
+    async def after_commit(self, batch: Batch) -> None:
         """In-memory bookkeeping once the batch is durable (counters, caches)."""
 
     has_background: ClassVar[bool] = False

@@ -19,8 +19,16 @@ from typing import Any
 
 import anyio
 import asyncpg
+
 from fraudrt.config import Settings, load_settings
-from fraudrt.contracts import HealthReport, MetricsReport, health_path, metrics_path, utc_now_ts, write_json_atomic
+from fraudrt.contracts import (
+    HealthReport,
+    MetricsReport,
+    health_path,
+    metrics_path,
+    utc_now_ts,
+    write_json_atomic,
+)
 
 from ._actor import Actor, Component, ComponentContext, Service
 from ._bus import KinesisBus
@@ -142,7 +150,7 @@ class PackProcess:
         while True:
             try:
                 self.write_reports()
-            except Exception:  # noqa: BLE001  (reporting must never take the pack down)
+            except Exception:
                 log.exception("could not write reports")
             await anyio.sleep(interval)
 

@@ -123,7 +123,7 @@ class ActorRunner:
             try:
                 await self._commit(work, positions)
                 return
-            except Exception as exc:  # noqa: BLE001  (any handler failure is retried, then isolated)
+            except Exception as exc:
                 self.stats.batch_failures += 1
                 self.log.warning("batch of %d failed (attempt %d/%d): %r", len(work), attempt,
                                  self.max_attempts, exc)
@@ -172,7 +172,7 @@ class ActorRunner:
                     await self._commit([record], position)
                     reason = ""
                     break
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     reason = f"{type(exc).__name__}: {exc}"[:2000]
                     self.log.debug("record %s failed attempt %d: %s", record.sequence_number, attempt,
                                    traceback.format_exc(limit=3))

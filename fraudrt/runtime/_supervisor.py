@@ -54,7 +54,7 @@ async def supervise(sup: Supervision, body: Callable[[], Awaitable[None]], stopp
             await body()
             sup.running = False
             return
-        except Exception as exc:  # noqa: BLE001  (that is the point of a supervisor)
+        except Exception as exc:
             sup.running = False
             sup.record_crash(exc)
             log.exception("%s crashed; restarting in %.1fs", sup.name, delay)

@@ -92,23 +92,23 @@ def _specs(settings: Settings, state: SubstrateState, fast_pg: bool) -> dict[str
 
 
 async def _probe_http(endpoint: str) -> bool:
-    import aiohttp  # noqa: PLC0415
+    import aiohttp
 
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session, \
                 session.get(endpoint) as resp:
             return resp.status < 500
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return False
 
 
 async def _probe_postgres(dsn: str, database: str) -> bool:
-    import asyncpg  # noqa: PLC0415
+    import asyncpg
 
     admin = dsn.rsplit("/", 1)[0] + "/postgres"
     try:
         conn = await asyncpg.connect(admin, timeout=2)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)

@@ -138,7 +138,7 @@ def find_pg_bindir() -> Path:
         if (candidate / "initdb").is_file() and (candidate / "postgres").is_file():
             return candidate
     # The pgserver wheel's binaries, located without importing it (its import has side effects).
-    import importlib.util  # noqa: PLC0415
+    import importlib.util
 
     found = importlib.util.find_spec("pgserver")
     if found is not None and found.origin:
@@ -155,7 +155,7 @@ def _pg_user() -> str | None:
     # initdb and postgres refuse to run as root; CI runs as root, so drop to the `postgres` user.
     if not running_as_root():
         return None
-    import pwd  # noqa: PLC0415
+    import pwd
 
     for name in ("postgres", "nobody"):
         try:
@@ -167,7 +167,7 @@ def _pg_user() -> str | None:
 
 
 def _chown_tree(path: Path, user: str) -> None:
-    import pwd  # noqa: PLC0415
+    import pwd
 
     entry = pwd.getpwnam(user)
     for root, dirs, files in os.walk(path):
