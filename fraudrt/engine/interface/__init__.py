@@ -1,0 +1,1 @@
+"""Package data: the engine interface files (catalogue + gate map) the oracle reads."""
