@@ -7,6 +7,8 @@ path rendering, gate verification) knows nothing about our generator and works o
 """
 
 from ._gates import GateVerification, bundle_digest, parse_passed_flag, verify_gate
+from ._generate import ENGINE_NAME, ENGINE_VERSION, generate_world, world_identity
+from ._ids import flow_id
 from ._interface import (
     CATALOGUE_FILENAME,
     GATE_MAP_FILENAME,
@@ -30,23 +32,33 @@ from ._interface import (
     read_run_receipt_raw,
     render_template,
 )
+from ._request import CAMPAIGN_TYPES, CampaignMix, GenerateRequest, WorldParameters, WorldSummary
 
 __all__ = [
+    "CAMPAIGN_TYPES",
     "CATALOGUE_FILENAME",
+    "ENGINE_NAME",
+    "ENGINE_VERSION",
     "GATE_MAP_FILENAME",
     "RUN_RECEIPT_FILENAME",
+    "CampaignMix",
     "Catalogue",
     "ColumnSpec",
     "GateMap",
     "GateSpec",
     "GateVerification",
+    "GenerateRequest",
     "OutputSpec",
     "RunReceipt",
     "VerificationMethod",
+    "WorldParameters",
+    "WorldSummary",
     "bundle_digest",
     "catalogue_path",
     "file_digest",
+    "flow_id",
     "gate_map_path",
+    "generate_world",
     "load_catalogue",
     "load_gate_map",
     "output_path_pattern",
@@ -57,4 +69,5 @@ __all__ = [
     "read_run_receipt_raw",
     "render_template",
     "verify_gate",
+    "world_identity",
 ]
