@@ -1,0 +1,1 @@
+"""Control + Ingress plane: Scenario Runner, World Stream Producer, Ingestion Gate."""
