@@ -19,12 +19,14 @@ def _register() -> None:
     # Each plane owns its command module; the list here is the CLI's table of contents.
     from ._engine import engine
     from ._operate import pack, run_group
+    from ._parity import parity
     from ._substrate import substrate
 
     cli.add_command(substrate)
     cli.add_command(run_group)
     cli.add_command(pack)
     cli.add_command(engine)
+    cli.add_command(parity)
 
 
 _register()
