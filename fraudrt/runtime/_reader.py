@@ -22,10 +22,17 @@ from ._errors import BusError, ExpiredIteratorError
 log = logging.getLogger("fraudrt.runtime.reader")
 
 
+class _PayloadPins(msgspec.Struct):
+    platform_run_id: str | None = None
+
+
 class _Pins(msgspec.Struct):
-    # Only what run-scoping needs; the handler decodes the full envelope itself.
+    # Only what run-scoping needs; the handler decodes the full record itself. Canonical envelopes
+    # carry the pins at the top level; control-bus messages (READY) carry them in their payload.
     platform_run_id: str | None = None
     event_id: str | None = None
+    message_id: str | None = None
+    payload: _PayloadPins | None = None
 
 
 _peek = msgspec.json.Decoder(_Pins)
@@ -34,9 +41,10 @@ _peek = msgspec.json.Decoder(_Pins)
 def to_inbound(record: BusRecord) -> InboundRecord:
     try:
         pins = _peek.decode(record.data)
-        run_id, event_id = pins.platform_run_id, pins.event_id
+        run_id = pins.platform_run_id or (pins.payload.platform_run_id if pins.payload else None)
+        event_id = pins.event_id or pins.message_id
     except (msgspec.DecodeError, msgspec.ValidationError):
-        # Undecodable: still delivered, so the actor can dead-letter it with a reason.
+        # Unreadable: delivered with no run id, so the runner dead-letters it with a reason.
         run_id = event_id = None
     return InboundRecord(record.stream, record.shard_id, record.sequence_number, record.partition_key,
                          record.data, record.arrival_ts, run_id, event_id)

@@ -23,6 +23,8 @@ from ._checkpoint import CheckpointKey, is_after, load_checkpoints, save_checkpo
 from ._outbox import OutboxRelay, write_outbox
 from ._reader import Delivery
 
+UNREADABLE_REASON = "UNREADABLE_RECORD: not a JSON object carrying platform_run_id (top level or payload)"
+
 
 @dataclass
 class ActorStats:
@@ -113,15 +115,14 @@ class ActorRunner:
         if not fresh:
             return
         self.stats.seen += len(fresh)
-        mine = [r for r in fresh if r.platform_run_id == self.ctx.platform_run_id]
-        # Undecodable records (no run id) are handed to the actor too: it dead-letters them with a reason.
-        unknown = [r for r in fresh if r.platform_run_id is None]
-        self.stats.skipped_other_run += len(fresh) - len(mine) - len(unknown)
-        work = [r for r in fresh if r.platform_run_id in (self.ctx.platform_run_id, None)]
+        work = [r for r in fresh if r.platform_run_id == self.ctx.platform_run_id]
+        # A record whose run cannot be read cannot be scoped: dead-letter it, never skip it silently.
+        unreadable = [(r, UNREADABLE_REASON, 1) for r in fresh if r.platform_run_id is None]
+        self.stats.skipped_other_run += len(fresh) - len(work) - len(unreadable)
         positions = _positions(fresh)
         for attempt in range(1, self.max_attempts + 1):
             try:
-                await self._commit(work, positions)
+                await self._commit(work, positions, dead=unreadable)
                 return
             except Exception as exc:
                 self.stats.batch_failures += 1
@@ -164,7 +165,8 @@ class ActorRunner:
         for record in fresh:
             position = {(record.stream, record.shard_id): (record.sequence_number, 1)}
             if id(record) not in wanted:
-                await self._commit([], position)
+                dead = [(record, UNREADABLE_REASON, 1)] if record.platform_run_id is None else []
+                await self._commit([], position, dead=dead)
                 continue
             reason = ""
             for attempt in range(1, self.max_attempts + 1):

@@ -79,9 +79,6 @@ class ArchiveWriter(Actor):
     async def handle(self, batch: Batch) -> None:
         groups: dict[tuple[str, str], list[InboundRecord]] = defaultdict(list)
         for record in batch.records:
-            if record.platform_run_id is None:
-                batch.dead_letter(record, "UNDECODABLE_ENVELOPE: no platform_run_id readable")
-                continue
             groups[(record.stream, record.shard_id)].append(record)
         rows = []
         for (stream, shard), records in groups.items():
