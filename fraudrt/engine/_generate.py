@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
-import polars as pl
 
 from . import _ids, _writer
 from ._gates import write_gate_bundle
@@ -162,44 +163,46 @@ def generate_world(req: GenerateRequest) -> WorldSummary:
 def _write_outputs(
     root: Path, world: World, wk: WorldKey, req: GenerateRequest, catalogue: Any
 ) -> tuple[dict[str, list[tuple[Path, int]]], int]:
-    fr = _writer.Frames(world, wk)
+    """Write every output batch by batch: batch i (a range of merchants) becomes part i of each output.
+
+    Building frames per batch bounds memory to a few batches, whatever the world's size, and lets the
+    batches run in parallel (polars and pyarrow do their work outside the GIL).
+    """
     tokens = {
         "seed": str(wk.seed),
         "parameter_hash": wk.parameter_hash,
         "manifest_fingerprint": wk.manifest_fingerprint,
         "scenario_id": wk.scenario_id,
     }
-    bounds = world.part_bounds
-    legit_bounds = _writer.subset_bounds(bounds, ~world.fraud)
+    specs = _writer.catalogue_outputs(catalogue, req.modes)
     routing = _ids.routing_universe_hash(wk.manifest_fingerprint, wk.seed)
-    writer = _writer.PartWriter(root)
-    total = 0
-    try:
-        for spec in _writer.catalogue_outputs(catalogue, req.modes):
-            schema = _writer.arrow_schema(spec)
-            directory = _writer.part_dir(root, spec, tokens)
-            fraud = spec.mode == "fraud"
-            b = legit_bounds if spec.mode == "baseline" else bounds
-            if spec.role == "traffic":
-                requests, responses = _writer.event_stream(fr, spec, fraud)
-                for i, (lo, hi) in enumerate(b):
-                    # Within a batch the engine writes every request before any response.
-                    part = pl.concat([requests.slice(lo, hi - lo), responses.slice(lo, hi - lo)])
-                    writer.submit(spec.output_id, part, schema, directory / _writer.part_name(i))
-            else:
-                if spec.output_id == "arrival_events_5B":
-                    df = _writer.arrival_events(fr, spec, routing)
-                elif spec.output_id == "s1_arrival_entities_6B":
-                    df = _writer.arrival_entities(fr, spec)
-                else:
-                    df = _writer.flow_anchor(fr, spec, fraud)
-                for i, (lo, hi) in enumerate(b):
-                    writer.submit(spec.output_id, df.slice(lo, hi - lo), schema, directory / _writer.part_name(i))
-            # Bound memory: at most one output's frames are alive while its parts are written.
-            total += writer.wait()
-    finally:
-        writer.close()
-    return writer.files, total
+    # Baseline parts are numbered over the batches that hold a legitimate flow, so names stay contiguous.
+    legit_rows = [int((~world.fraud[lo:hi]).sum()) for lo, hi in world.part_bounds]
+    baseline_index = list(itertools.accumulate((1 if n else 0 for n in legit_rows), initial=0))
+
+    def batch(i: int, lo: int, hi: int) -> list[tuple[str, int, Path, int, int]]:
+        fr = _writer.Frames(world.rows(lo, hi), wk)
+        written = []
+        for spec in specs:
+            if spec.mode == "baseline" and not legit_rows[i]:
+                continue
+            index = baseline_index[i] if spec.mode == "baseline" else i
+            df = _writer.build_part(fr, spec, routing)
+            path = _writer.part_dir(root, spec, tokens) / _writer.part_name(index)
+            size = _writer.write_parquet(df, _writer.arrow_schema(spec), path)
+            written.append((spec.output_id, index, path, df.height, size))
+        return written
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        results = [
+            r
+            for f in [pool.submit(batch, i, lo, hi) for i, (lo, hi) in enumerate(world.part_bounds)]
+            for r in f.result()
+        ]
+    files: dict[str, list[tuple[Path, int]]] = {spec.output_id: [] for spec in specs}
+    for output_id, _, path, rows, _ in sorted(results, key=lambda r: (r[0], r[1])):
+        files[output_id].append((path, rows))
+    return files, sum(r[4] for r in results)
 
 
 def _write_gates(

@@ -23,6 +23,7 @@ World model:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
@@ -132,6 +133,15 @@ class World:
     campaigns: dict[str, int] = field(default_factory=dict)
     n_merchants: int = 0
     n_parties: int = 0
+
+    def rows(self, lo: int, hi: int) -> World:
+        """Rows [lo, hi) as views (no copy): one engine batch."""
+        cut = {
+            name: getattr(self, name)[lo:hi]
+            for name, f in self.__dataclass_fields__.items()
+            if isinstance(getattr(self, name), np.ndarray)
+        }
+        return dataclasses.replace(self, **cut, part_bounds=[(0, hi - lo)])
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +202,7 @@ def flow_anchor(fr: Frames, spec: OutputSpec, fraud: bool) -> pl.DataFrame:
 
 
 def event_stream(fr: Frames, spec: OutputSpec, fraud: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(requests, responses), each in arrival order; the writer interleaves them per part."""
+    """(requests, responses) of the batch, each in merchant/arrival order."""
     w = fr.w
 
     def events(seq: int, kind: str, ts: pl.Series) -> pl.DataFrame:
@@ -225,6 +223,20 @@ def event_stream(fr: Frames, spec: OutputSpec, fraud: bool) -> tuple[pl.DataFram
     return events(0, "AUTH_REQUEST", fr.ts_utc()), events(1, "AUTH_RESPONSE", fr.response_ts())
 
 
+def build_part(fr: Frames, spec: OutputSpec, routing_hash: str) -> pl.DataFrame:
+    """One output's rows of one batch, in the engine's file order."""
+    fraud = spec.mode == "fraud"
+    if spec.role == "traffic":
+        requests, responses = event_stream(fr, spec, fraud)
+        # Within a batch the engine writes every request before any response.
+        return pl.concat([requests, responses])
+    if spec.output_id == "arrival_events_5B":
+        return arrival_events(fr, spec, routing_hash)
+    if spec.output_id == "s1_arrival_entities_6B":
+        return arrival_entities(fr, spec)
+    return flow_anchor(fr, spec, fraud)
+
+
 def part_dir(run_root: Path, spec: OutputSpec, tokens: dict[str, str]) -> Path:
     rendered = render_template(spec.path_template, tokens)
     return run_root / Path(rendered).parent
@@ -237,38 +249,8 @@ def write_parquet(df: pl.DataFrame, schema: pa.Schema, path: Path) -> int:
     return path.stat().st_size
 
 
-class PartWriter:
-    """Writes parts concurrently (pyarrow encodes and compresses outside the GIL)."""
-
-    def __init__(self, run_root: Path) -> None:
-        self.run_root = run_root
-        self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))
-        self.futures: list[Any] = []
-        self.files: dict[str, list[tuple[Path, int]]] = {}
-
-    def submit(self, output_id: str, df: pl.DataFrame, schema: pa.Schema, path: Path) -> None:
-        self.files.setdefault(output_id, []).append((path, df.height))
-        self.futures.append(self.pool.submit(write_parquet, df, schema, path))
-
-    def wait(self) -> int:
-        try:
-            return sum(f.result() for f in self.futures)
-        finally:
-            self.futures.clear()
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
 def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
-
-
-def subset_bounds(bounds: list[tuple[int, int]], keep: np.ndarray[Any, Any]) -> list[tuple[int, int]]:
-    """The same merchant cuts, mapped onto a filtered row set (keeps a merchant in one file)."""
-    cum = np.concatenate(([0], np.cumsum(keep.astype(np.int64))))
-    out = [(int(cum[a]), int(cum[b])) for a, b in bounds]
-    return [(a, b) for a, b in out if b > a]
 
 
 def sha256_file(path: Path) -> str:
