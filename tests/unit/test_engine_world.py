@@ -6,6 +6,7 @@ import hashlib
 import re
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import msgspec
 import polars as pl
@@ -46,6 +47,8 @@ def _request(out: Path, **kw: object) -> GenerateRequest:
         "duration_s": 2 * 86400.0,
         "fraud_rate": FRAUD_RATE,
         "n_parts": 3,
+        # Spans the US switch to summer time (2026-03-08), and starts off the hour.
+        "start_utc": "2026-03-07T12:30:00Z",
     }
     base.update(kw)
     return msgspec.convert(base, GenerateRequest)
@@ -154,12 +157,17 @@ def test_timestamps_are_rfc3339_with_six_digits(world: WorldSummary) -> None:
 
 
 def test_local_time_is_the_zone_wall_clock(world: WorldSummary) -> None:
-    sample = _read(world, "arrival_events_5B").head(200)
-    for ts, tz, local in sample.select("ts_utc", "tzid_primary", "ts_local_primary").iter_rows():
-        from zoneinfo import ZoneInfo
-
+    arrivals = _read(world, "arrival_events_5B")
+    cols = ["ts_utc", "tzid_primary", "ts_local_primary", "tzid_operational", "ts_local_operational"]
+    offsets = set()
+    for ts, tz, local, tz_op, local_op in arrivals.select(cols).iter_rows():
         utc = datetime.fromisoformat(ts.replace("Z", "+00:00"))
         assert utc.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%dT%H:%M:%S.%f") == local
+        if tz_op is not None:
+            assert utc.astimezone(ZoneInfo(tz_op)).strftime("%Y-%m-%dT%H:%M:%S.%f") == local_op
+        if tz == "America/New_York":
+            offsets.add(utc.astimezone(ZoneInfo(tz)).utcoffset())
+    assert len(offsets) == 2  # both sides of the DST switch were checked
 
 
 def test_row_counts(world: WorldSummary) -> None:
@@ -429,8 +437,8 @@ def test_fraud_mode_only_and_sizing_by_duration(tmp_path: Path) -> None:
         "s3_flow_anchor_with_fraud_6B",
         "s3_event_stream_with_fraud_6B",
     }
-    assert summary.min_ts_utc >= "2026-01-01T00:00:00.000000Z"
-    assert summary.min_ts_utc < "2026-01-01T00:05:00.000000Z"
+    assert summary.min_ts_utc >= "2026-03-07T12:30:00.000000Z"
+    assert summary.min_ts_utc < "2026-03-07T12:35:00.000000Z"
 
 
 def test_campaign_mix_and_no_fraud(tmp_path: Path) -> None:
