@@ -3,8 +3,9 @@ const kinesalite = require('kinesalite');
 const port = parseInt(process.env.KINESALITE_PORT, 10);
 const host = process.env.KINESALITE_HOST || '127.0.0.1';
 const path = process.env.KINESALITE_PATH;
-// kinesalite's default account shard limit (10) is below the seed's 11 streams; it only counts ACTIVE
-// streams, so a fast bootstrap slipped past it by luck. A local server has no account limit to mimic.
+// kinesalite's default account shard limit (10) is used up by the seed's 10 single-shard streams: a
+// second, prefixed set (tests' private streams) or shard_count > 1 failed with LimitExceededException.
+// A local server has no account limit to mimic.
 const shardLimit = parseInt(process.env.KINESALITE_SHARD_LIMIT || '100000', 10);
 const server = kinesalite({ path, shardLimit, createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50 });
 server.listen(port, host, (err) => {
