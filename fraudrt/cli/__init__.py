@@ -17,6 +17,7 @@ def cli(ctx: click.Context, profile: str | None) -> None:
 
 def _register() -> None:
     # Each plane owns its command module; the list here is the CLI's table of contents.
+    from ._control import sr, wsp
     from ._engine import engine
     from ._operate import pack, run_group
     from ._parity import parity
@@ -27,6 +28,8 @@ def _register() -> None:
     cli.add_command(pack)
     cli.add_command(engine)
     cli.add_command(parity)
+    cli.add_command(sr)
+    cli.add_command(wsp)
 
 
 _register()

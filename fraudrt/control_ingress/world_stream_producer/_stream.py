@@ -1,0 +1,254 @@
+"""Stream one READY run: facts view -> stream views -> one merged clock -> envelopes -> IG batches.
+
+Pipeline: the merge (reads in a worker thread) fills batches of `push_batch_size`; a bounded channel
+of `push_concurrency` batches feeds as many push workers (backpressure, not memory growth). Each
+acknowledged batch advances the per-output prefix trackers and upserts the checkpoints that moved,
+one statement per batch. Delivery is at-least-once: after a crash the unacknowledged tail is pushed
+again and IG answers DUPLICATE.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import aiohttp
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from fraudrt.config import Settings
+from fraudrt.contracts import Envelope, encode_envelope, engine_event_id, parse_ts_utc, utc_now_ts
+from fraudrt.control_ingress.scenario_runner import ReadyPayload, RunFactsView, StreamViewLocator
+from fraudrt.substrate import s3_client, split_s3_uri
+
+from ._merge import merge_by_event_time
+from ._progress import PrefixTracker
+from ._push import IgPusher, IgRejected, PushStats, RetryPolicy
+from ._source import SourceStats, StreamViewChanged, StreamViewSource, ViewRow, arrow_s3
+from ._store import Checkpoint, load_checkpoints, save_checkpoints
+
+PRODUCER: Final = "svc:world_stream_producer"
+SCHEMA_VERSION: Final = "v1"
+log = logging.getLogger("fraudrt.world_stream_producer")
+
+
+class StreamRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One READY to stream. `max_events_per_output` 0 = the whole view; `speedup` 0 = as fast as possible."""
+
+    message_id: str
+    platform_run_id: str
+    ready: ReadyPayload
+    ig_url: str
+    api_key: str | None = None
+    max_events_per_output: int = 0
+    speedup: float = 0.0
+    push_batch_size: int = 250
+    push_concurrency: int = 4
+    retry: RetryPolicy = RetryPolicy()
+
+    def __repr__(self) -> str:  # the api key must not reach a log line through a repr
+        return f"StreamRequest(message_id={self.message_id!r}, platform_run_id={self.platform_run_id!r})"
+
+
+class StreamResult(msgspec.Struct, frozen=True, kw_only=True):
+    status: Literal["STREAMED", "FAILED", "STOPPED"]
+    reason: str | None = None
+    emitted: dict[str, int]
+
+
+class StreamFailed(Exception):
+    """A permanent failure of this READY (bad facts, rejected by IG, changed view): not retried."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass
+class WspStats:
+    """Counters shared by every stream of one WSP instance (metrics and tests read them)."""
+
+    emitted: dict[str, int] = field(default_factory=dict)
+    push: PushStats = field(default_factory=PushStats)
+    source: SourceStats = field(default_factory=SourceStats)
+    checkpoint_writes: int = 0
+
+
+async def read_facts_view(settings: Settings, ref: str) -> RunFactsView:
+    bucket, key = split_s3_uri(ref) if ref.startswith("s3://") else (settings.buckets.platform, ref)
+    async with s3_client(settings.s3) as s3:
+        try:
+            resp = await s3.get_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise StreamFailed("RUN_FACTS_MISSING", f"s3://{bucket}/{key}: {exc}") from None
+        async with resp["Body"] as body:
+            data = await body.read()
+    try:
+        return msgspec.json.decode(data, type=RunFactsView)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise StreamFailed("RUN_FACTS_INVALID", f"s3://{bucket}/{key}: {exc}") from None
+
+
+@dataclass
+class _Batch:
+    bodies: list[bytes] = field(default_factory=list)
+    marks: list[tuple[int, int, ViewRow]] = field(default_factory=list)  # (rank, ordinal, row)
+
+
+class _Envelopes:
+    """Builds the canonical envelope of a view row (event id from output id + primary key + world pins)."""
+
+    def __init__(self, facts: RunFactsView) -> None:
+        p = facts.pins
+        self._pins = {"manifest_fingerprint": p.manifest_fingerprint, "parameter_hash": p.parameter_hash,
+                      "seed": p.seed, "scenario_id": p.scenario_id}
+        self._facts = facts
+        self._trace = facts.oracle_pack_ref.oracle_pack_id
+
+    def build(self, locator: StreamViewLocator, row: ViewRow, emitted_at: str) -> bytes:
+        p = self._facts.pins
+        env = Envelope(
+            event_id=engine_event_id(locator.output_id, row.row, locator.primary_key, self._pins),
+            event_type=locator.output_id, schema_version=SCHEMA_VERSION, ts_utc=row.ts_utc,
+            platform_run_id=p.platform_run_id, scenario_run_id=p.scenario_run_id,
+            manifest_fingerprint=p.manifest_fingerprint, parameter_hash=p.parameter_hash, seed=p.seed,
+            scenario_id=p.scenario_id, run_id=p.run_id, producer=PRODUCER, trace_id=self._trace,
+            span_id=locator.stream_view_id[:32], emitted_at_utc=emitted_at, payload=row.row)
+        return encode_envelope(env)
+
+
+async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest, stats: WspStats,
+                           stopping: anyio.Event) -> StreamResult:
+    """Stream `request.ready` to IG until done, capped, stopped or failed (see module docstring).
+
+    Returns FAILED for permanent failures; raises `IgRetryExhausted` (transient, resumable) and
+    unexpected errors so the caller's supervisor retries from the checkpoint.
+    """
+    ready = request.ready
+    facts = await read_facts_view(settings, ready.facts_view_ref)
+    if facts.platform_run_id != ready.platform_run_id or ready.platform_run_id != request.platform_run_id:
+        return StreamResult(status="FAILED", reason=f"PLATFORM_RUN_ID_MISMATCH: facts {facts.platform_run_id}, "
+                            f"READY {ready.platform_run_id}, WSP {request.platform_run_id}", emitted={})
+    if facts.scenario_run_id != ready.scenario_run_id:
+        return StreamResult(status="FAILED", reason="SCENARIO_RUN_ID_MISMATCH", emitted={})
+    by_id = {loc.output_id: loc for loc in facts.locators}
+    try:
+        locators = [by_id[o] for o in facts.intended_outputs]
+    except KeyError as exc:
+        return StreamResult(status="FAILED", reason=f"RUN_FACTS_INVALID: no locator for {exc}", emitted={})
+    async with pool.acquire() as conn:
+        saved = await load_checkpoints(conn, facts.platform_run_id, facts.scenario_run_id)
+    pack_id = facts.oracle_pack_ref.oracle_pack_id
+    trackers: list[PrefixTracker] = []
+    for loc in locators:
+        cp = saved.get(loc.output_id)
+        if cp is not None and (cp.stream_view_id != loc.stream_view_id or cp.oracle_pack_id != pack_id):
+            return StreamResult(status="FAILED", reason=f"CHECKPOINT_SCOPE_MISMATCH: {loc.output_id} was streamed "
+                                "from another stream view", emitted={})
+        trackers.append(PrefixTracker(cp.emitted, cp.position) if cp else PrefixTracker())
+    cap = request.max_events_per_output
+    names = [loc.output_id for loc in locators]
+    for name, tracker in zip(names, trackers, strict=True):
+        stats.emitted[name] = tracker.acked
+
+    def closed(rank: int) -> bool:
+        return bool(cap) and trackers[rank].issued >= cap
+
+    log.info("WSP stream start message_id=%s platform_run_id=%s scenario_run_id=%s outputs=%s "
+             "max_events_per_output=%s speedup=%s resume=%s", request.message_id, facts.platform_run_id,
+             facts.scenario_run_id, ",".join(names), cap or "all", request.speedup or "max",
+             {n: t.acked for n, t in zip(names, trackers, strict=True)})
+    fs = arrow_s3(settings.s3)
+    sources = [StreamViewSource(fs, loc.parts, t.position, stats=stats.source)
+               for loc, t in zip(locators, trackers, strict=True)]
+    builder = _Envelopes(facts)
+    status: Literal["STREAMED", "FAILED", "STOPPED"] = "STREAMED"
+    reason: str | None = None
+
+    async def save(ranks: set[int]) -> None:
+        rows = [Checkpoint(output_id=names[r], stream_view_id=locators[r].stream_view_id, oracle_pack_id=pack_id,
+                           position=trackers[r].position, emitted=trackers[r].acked) for r in sorted(ranks)]
+        async with pool.acquire() as conn:
+            await save_checkpoints(conn, facts.platform_run_id, facts.scenario_run_id, rows)
+        stats.checkpoint_writes += 1
+
+    async def worker(pusher: IgPusher, inbox: MemoryObjectReceiveStream[_Batch]) -> None:
+        async with inbox:
+            async for batch in inbox:
+                await pusher.push(batch.bodies)
+                moved: set[int] = set()
+                for rank, ordinal, row in batch.marks:
+                    if trackers[rank].ack(ordinal, row.after):
+                        moved.add(rank)
+                for rank in moved:
+                    stats.emitted[names[rank]] = trackers[rank].acked
+                if moved:
+                    await save(moved)
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            pusher = IgPusher(session, request.ig_url, request.api_key, retry=request.retry, stats=stats.push)
+            send, receive = anyio.create_memory_object_stream[_Batch](max_buffer_size=max(1, request.push_concurrency))
+            async with anyio.create_task_group() as tg:
+                for _ in range(max(1, request.push_concurrency)):
+                    tg.start_soon(worker, pusher, receive.clone())
+                receive.close()
+                async with send:
+                    stopped = await _produce(sources, locators, trackers, builder, request, closed, send.send,
+                                             stopping)
+                if stopped:
+                    status = "STOPPED"
+    except* IgRejected as group:
+        status, reason = "FAILED", str(group.exceptions[0])
+    except* StreamViewChanged as group:
+        status, reason = "FAILED", f"STREAM_VIEW_CHANGED: {group.exceptions[0]}"
+    finally:
+        for source in sources:
+            source.close()
+    emitted = {n: t.acked for n, t in zip(names, trackers, strict=True)}
+    for name in names:
+        stats.emitted[name] = emitted[name]
+        log.info("WSP stream stop message_id=%s output_id=%s emitted=%d", request.message_id, name, emitted[name])
+    log.info("WSP stream stop message_id=%s status=%s emitted_total=%d%s", request.message_id, status,
+             sum(emitted.values()), f" reason={reason}" if reason else "")
+    return StreamResult(status=status, reason=reason, emitted=emitted)
+
+
+async def _produce(sources: list[StreamViewSource], locators: list[StreamViewLocator], trackers: list[PrefixTracker],
+                   builder: _Envelopes, request: StreamRequest, closed: Callable[[int], bool],
+                   send: Callable[[_Batch], Any], stopping: anyio.Event) -> bool:
+    """Merge, build and hand batches to the workers; True when stopped early by `stopping`."""
+    batch = _Batch()
+    emitted_at = utc_now_ts()
+    anchor: tuple[float, float] | None = None  # (wall clock, event time) of the first event of this session
+    async for rank, row in merge_by_event_time(sources, lambda r: r.ts_utc, is_closed=closed):
+        if stopping.is_set():
+            break
+        if request.speedup > 0:
+            event_time = parse_ts_utc(row.ts_utc).timestamp()
+            if anchor is None:
+                anchor = (time.monotonic(), event_time)
+            wait = anchor[0] + (event_time - anchor[1]) / request.speedup - time.monotonic()
+            if wait > 0.001:
+                if batch.bodies:  # what is due now must not wait for the batch to fill
+                    await send(batch)
+                    batch = _Batch()
+                with anyio.move_on_after(wait):
+                    await stopping.wait()
+                if stopping.is_set():
+                    break
+                emitted_at = utc_now_ts()
+        ordinal = trackers[rank].issue()
+        batch.bodies.append(builder.build(locators[rank], row, emitted_at))
+        batch.marks.append((rank, ordinal, row))
+        if len(batch.bodies) >= request.push_batch_size:
+            await send(batch)
+            batch = _Batch()
+            emitted_at = utc_now_ts()
+    if batch.bodies:
+        await send(batch)
+    return stopping.is_set()
