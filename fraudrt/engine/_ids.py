@@ -29,11 +29,12 @@ where mix is the SplitMix64 finaliser on uint64 (wrapping arithmetic).
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from fraudrt.contracts import canon_compact, sha256_hex
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -43,14 +44,6 @@ _ID_MODULUS = (1 << 63) - 1  # ids land in [1, 2**63): positive in a signed 64-b
 _GAMMA = 0x9E3779B97F4A7C15
 _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
-
-
-def canon_compact(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-
-
-def sha256_hex(data: bytes | str) -> str:
-    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
 
 
 def parameter_hash(parameters: dict[str, Any]) -> str:
