@@ -20,6 +20,7 @@ def _register() -> None:
     from ._control import sr, wsp
     from ._engine import engine
     from ._operate import pack, run_group
+    from ._oracle import oracle
     from ._parity import parity
     from ._substrate import substrate
 
@@ -27,6 +28,7 @@ def _register() -> None:
     cli.add_command(run_group)
     cli.add_command(pack)
     cli.add_command(engine)
+    cli.add_command(oracle)
     cli.add_command(parity)
     cli.add_command(sr)
     cli.add_command(wsp)
