@@ -29,8 +29,15 @@ import msgspec
 import polars as pl
 
 from fraudrt.config import Settings
-from fraudrt.engine import parse_passed_flag
-from fraudrt.engine import GateMap, OutputSpec, RunReceipt, load_catalogue, load_gate_map, render_template
+from fraudrt.engine import (
+    GateMap,
+    OutputSpec,
+    RunReceipt,
+    load_catalogue,
+    load_gate_map,
+    parse_passed_flag,
+    render_template,
+)
 from fraudrt.substrate._clients import polars_storage_options
 
 from ._errors import OracleError
