@@ -1,0 +1,123 @@
+"""Publish admitted envelopes with batched PutRecords through the runtime's `KinesisBus`.
+
+Per stream, records go out in order in chunks of 500; streams go out concurrently. Only the entries
+Kinesis reports failed are retried (with backoff), inside a time budget; a call whose outcome is
+unknown is retried whole, which can put a duplicate on the bus, never a gap (consumers dedupe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from fraudrt.contracts import utc_now_ts
+from fraudrt.runtime import BusError, PutEntry, PutResult, shard_number
+
+from ._errors import DependencyDown
+from ._records import EbRef
+
+MAX_PUT_RECORDS = 500  # the PutRecords limit (KinesisBus refuses more)
+
+
+class BusLike(Protocol):
+    async def put_records(self, stream: str, entries: Sequence[PutEntry]) -> list[PutResult]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PublishItem:
+    stream: str
+    partition_key: str
+    data: bytes
+
+
+@dataclass(slots=True)
+class PublishStats:
+    records_total: int = 0
+    calls_total: int = 0
+    retries_total: int = 0  # entries re-sent after a per-record failure or an unknown-outcome call
+    failed_calls_total: int = 0
+    consecutive_failures: int = 0
+
+
+class Publisher:
+    def __init__(self, bus: BusLike, *, budget_seconds: float = 10.0) -> None:
+        self.bus = bus
+        self.budget = budget_seconds
+        self.stats = PublishStats()
+
+    async def _put_chunk(self, stream: str, items: Sequence[PublishItem], deadline: float) -> list[EbRef]:
+        refs: list[EbRef | None] = [None] * len(items)
+        pending = list(range(len(items)))
+        attempt = 0
+        while pending:
+            try:
+                results = await self.bus.put_records(
+                    stream, [PutEntry(items[i].data, items[i].partition_key) for i in pending])
+                self.stats.calls_total += 1
+            except BusError as exc:
+                self.stats.failed_calls_total += 1
+                self.stats.consecutive_failures += 1
+                if not exc.retriable:
+                    raise DependencyDown("bus", f"{stream}: {exc.code}: {exc}") from exc
+                results = []
+                failed = pending
+                last = f"{exc.code}: {exc}"
+            else:
+                self.stats.consecutive_failures = 0
+                failed = []
+                now = utc_now_ts()
+                last = ""
+                for i, res in zip(pending, results, strict=True):
+                    if res.ok:
+                        assert res.shard_id is not None and res.sequence_number is not None
+                        refs[i] = EbRef(topic=stream, partition=shard_number(res.shard_id),
+                                        offset=res.sequence_number, published_at_utc=now)
+                    else:
+                        failed.append(i)
+                        last = f"{res.error_code}: {res.error_message}"
+            if not failed:
+                break
+            self.stats.retries_total += len(failed)
+            attempt += 1
+            delay = min(2.0, 0.05 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
+            if time.monotonic() + delay > deadline:
+                raise DependencyDown("bus", f"{stream}: {len(failed)} record(s) unpublished after "
+                                            f"{attempt} attempt(s) ({last})")
+            await asyncio.sleep(delay)
+            pending = failed
+        self.stats.records_total += len(items)
+        return [r for r in refs if r is not None]
+
+    async def _put_stream(self, stream: str, items: list[PublishItem], deadline: float) -> list[EbRef]:
+        out: list[EbRef] = []
+        for start in range(0, len(items), MAX_PUT_RECORDS):
+            out.extend(await self._put_chunk(stream, items[start:start + MAX_PUT_RECORDS], deadline))
+        return out
+
+    async def publish(self, items: Sequence[PublishItem]) -> list[EbRef]:
+        """EbRefs in the order of `items`; raises `DependencyDown("bus")` once the budget is spent."""
+        if not items:
+            return []
+        deadline = time.monotonic() + self.budget
+        by_stream: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_stream.setdefault(item.stream, []).append(i)
+        streams = list(by_stream)
+        results = await asyncio.gather(
+            *(self._put_stream(s, [items[i] for i in by_stream[s]], deadline) for s in streams),
+            return_exceptions=True)
+        out: list[EbRef | None] = [None] * len(items)
+        for stream, res in zip(streams, results, strict=True):
+            if isinstance(res, BaseException):
+                if isinstance(res, DependencyDown):
+                    raise res
+                if isinstance(res, OSError | TimeoutError):
+                    raise DependencyDown("bus", f"{stream}: {res!r}") from res
+                raise res
+            for i, ref in zip(by_stream[stream], res, strict=True):
+                out[i] = ref
+        return [r for r in out if r is not None]

@@ -1,0 +1,336 @@
+"""IG's Postgres statements: each takes a whole batch as arrays (`unnest`), never one event per call.
+
+A batch costs: one claim statement (insert-or-report-existing), one settle transaction (admissions,
+receipts index, quarantines). Connection-level failures become `DependencyDown("ops_db")`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import asyncpg
+
+from ._errors import DependencyDown
+
+# Failures that mean "Postgres is not reachable right now", as opposed to a bug in a statement.
+DB_DOWN_ERRORS: Final = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRow:
+    dedupe_key: str
+    platform_run_id: str
+    event_class: str
+    event_id: str
+    event_type: str
+    payload_hash: str
+    stream: str
+    partition_key: str
+    profile_id: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingRow:
+    dedupe_key: str
+    state: str
+    payload_hash: str
+    claimed_by: str
+    stale: bool
+    eb_topic: str | None
+    eb_partition: int | None
+    eb_offset: str | None
+    eb_published_at_utc: str | None
+    admitted_at_utc: str | None
+    receipt_ref: str | None
+    duplicate_receipt_ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HealRow:
+    dedupe_key: str
+    claim_token: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitCommit:
+    dedupe_key: str
+    claim_token: str
+    eb_topic: str
+    eb_partition: int
+    eb_offset: str
+    eb_published_at_utc: str
+    receipt_id: str
+    receipt_ref: str
+    batch_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptIndexRow:
+    platform_run_id: str
+    receipt_id: str
+    decision: str
+    event_id: str | None
+    event_type: str | None
+    event_class: str | None
+    dedupe_key: str | None
+    reason_codes: list[str]
+    eb_topic: str | None
+    eb_partition: int | None
+    eb_offset: str | None
+    receipt_ref: str
+    batch_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineIndexRow:
+    platform_run_id: str
+    quarantine_id: str
+    event_id: str | None
+    event_type: str | None
+    reason_code: str
+    detail: str
+    record_ref: str
+    receipt_id: str
+
+
+def _cols(rows: Sequence[Any], *names: str) -> list[list[Any]]:
+    return [[getattr(r, n) for r in rows] for n in names]
+
+
+_EXISTING_COLS: Final = ("a.dedupe_key, a.state, a.payload_hash, a.claimed_by, "
+                         "(a.claimed_at < now() - make_interval(secs => $13::float8)) AS stale, "
+                         "a.eb_topic, a.eb_partition, a.eb_offset, a.eb_published_at_utc, a.admitted_at_utc, "
+                         "a.receipt_ref, a.duplicate_receipt_ref")
+
+# One round trip: claim what is new, and report what already existed (from the statement's snapshot,
+# which does not see the rows this statement inserts). A key in neither set was inserted by a
+# concurrent transaction that committed after our snapshot: the caller re-selects it.
+_CLAIM_SQL: Final = f"""
+WITH incoming AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $10::bytea[])
+        AS t(dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash, stream,
+             partition_key, profile_id, data)
+), ins AS (
+    INSERT INTO ig_admissions (dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash,
+                               stream, partition_key, profile_id, data, state, claim_token, claimed_by)
+    SELECT i.*, 'PUBLISH_PENDING', $11, $12 FROM incoming i
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING dedupe_key
+)
+SELECT true AS claimed, ins.dedupe_key, NULL::text AS state, NULL::text AS payload_hash, NULL::text AS claimed_by,
+       NULL::bool AS stale, NULL::text AS eb_topic, NULL::int AS eb_partition, NULL::text AS eb_offset,
+       NULL::text AS eb_published_at_utc, NULL::text AS admitted_at_utc, NULL::text AS receipt_ref,
+       NULL::text AS duplicate_receipt_ref
+  FROM ins
+UNION ALL
+SELECT false, {_EXISTING_COLS} FROM ig_admissions a WHERE a.dedupe_key = ANY($1::text[])
+"""
+
+_SELECT_SQL: Final = (f"SELECT {_EXISTING_COLS.replace('$13', '$2')} FROM ig_admissions a "
+                      "WHERE a.dedupe_key = ANY($1::text[])")
+
+_TAKEOVER_SQL: Final = """
+UPDATE ig_admissions SET claim_token = $2, claimed_by = $3, claimed_at = now(),
+       publish_attempts = publish_attempts + 1
+ WHERE dedupe_key = ANY($1::text[]) AND state = 'PUBLISH_PENDING'
+   AND (claimed_by = $3 OR claimed_at < now() - make_interval(secs => $4::float8))
+RETURNING dedupe_key, claim_token, data
+"""
+
+_HEAL_SQL: Final = """
+UPDATE ig_admissions a SET claim_token = $1, claimed_by = $2, claimed_at = now(),
+       publish_attempts = publish_attempts + 1
+  FROM (SELECT dedupe_key FROM ig_admissions
+         WHERE state = 'PUBLISH_PENDING' AND claimed_at < now() - make_interval(secs => $3::float8)
+         ORDER BY claimed_at LIMIT $4 FOR UPDATE SKIP LOCKED) AS p
+ WHERE a.dedupe_key = p.dedupe_key
+RETURNING a.dedupe_key, a.claim_token, a.data
+"""
+
+# Only the current claimant's token turns a row ADMITTED, and its ADMIT receipt enters the index in
+# the same statement; the envelope is dropped because nothing re-publishes an ADMITTED row.
+_COMMIT_SQL: Final = """
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::text[])
+        AS t(dedupe_key, claim_token, eb_topic, eb_partition, eb_offset, eb_published_at_utc, receipt_id,
+             receipt_ref, batch_id)
+), upd AS (
+    UPDATE ig_admissions a
+       SET state = 'ADMITTED', data = NULL, eb_topic = u.eb_topic, eb_partition = u.eb_partition,
+           eb_offset = u.eb_offset, eb_published_at_utc = u.eb_published_at_utc,
+           admitted_at_utc = u.eb_published_at_utc, receipt_id = u.receipt_id, receipt_ref = u.receipt_ref
+      FROM u
+     WHERE a.dedupe_key = u.dedupe_key AND a.claim_token = u.claim_token AND a.state = 'PUBLISH_PENDING'
+    RETURNING a.dedupe_key, a.platform_run_id, a.event_id, a.event_type, a.event_class, u.receipt_id,
+              u.eb_topic, u.eb_partition, u.eb_offset, u.receipt_ref, u.batch_id
+), ins AS (
+    INSERT INTO ig_receipts (platform_run_id, receipt_id, decision, event_id, event_type, event_class, dedupe_key,
+                             eb_topic, eb_partition, eb_offset, receipt_ref, batch_id)
+    SELECT platform_run_id, receipt_id, 'ADMIT', event_id, event_type, event_class, dedupe_key,
+           eb_topic, eb_partition, eb_offset, receipt_ref, batch_id FROM upd
+    ON CONFLICT (platform_run_id, receipt_id) DO UPDATE
+       SET eb_topic = EXCLUDED.eb_topic, eb_partition = EXCLUDED.eb_partition, eb_offset = EXCLUDED.eb_offset,
+           receipt_ref = EXCLUDED.receipt_ref, batch_id = EXCLUDED.batch_id
+)
+SELECT dedupe_key FROM upd
+"""
+
+_RECEIPTS_SQL: Final = """
+INSERT INTO ig_receipts (platform_run_id, receipt_id, decision, event_id, event_type, event_class, dedupe_key,
+                         reason_codes, eb_topic, eb_partition, eb_offset, receipt_ref, batch_id)
+SELECT t.platform_run_id, t.receipt_id, t.decision, t.event_id, t.event_type, t.event_class, t.dedupe_key,
+       string_to_array(t.reason_codes, ','), t.eb_topic, t.eb_partition, t.eb_offset, t.receipt_ref, t.batch_id
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+              $9::text[], $10::int[], $11::text[], $12::text[], $13::text[])
+    AS t(platform_run_id, receipt_id, decision, event_id, event_type, event_class, dedupe_key, reason_codes,
+         eb_topic, eb_partition, eb_offset, receipt_ref, batch_id)
+ON CONFLICT (platform_run_id, receipt_id) DO NOTHING
+"""
+
+_QUARANTINES_SQL: Final = """
+INSERT INTO ig_quarantines (platform_run_id, quarantine_id, event_id, event_type, reason_code, detail,
+                            record_ref, receipt_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[])
+ON CONFLICT (platform_run_id, quarantine_id) DO NOTHING
+"""
+
+_DUP_REF_SQL: Final = """
+UPDATE ig_admissions a SET duplicate_receipt_ref = t.ref
+  FROM unnest($1::text[], $2::text[]) AS t(dedupe_key, ref)
+ WHERE a.dedupe_key = t.dedupe_key AND a.duplicate_receipt_ref IS NULL
+"""
+
+_LOOKUP_COLS: Final = ("platform_run_id, receipt_id, decision, event_id, event_type, event_class, dedupe_key, "
+                       "reason_codes, eb_topic, eb_partition, eb_offset, receipt_ref, batch_id, created_at")
+
+
+def _existing(record: Any) -> ExistingRow:
+    return ExistingRow(
+        dedupe_key=record["dedupe_key"], state=record["state"], payload_hash=record["payload_hash"],
+        claimed_by=record["claimed_by"], stale=bool(record["stale"]), eb_topic=record["eb_topic"],
+        eb_partition=record["eb_partition"], eb_offset=record["eb_offset"],
+        eb_published_at_utc=record["eb_published_at_utc"], admitted_at_utc=record["admitted_at_utc"],
+        receipt_ref=record["receipt_ref"], duplicate_receipt_ref=record["duplicate_receipt_ref"],
+    )
+
+
+class AdmissionStore:
+    """The IG tables behind the pool; `timeout` bounds every statement so a hung server is a 503, not a hang."""
+
+    def __init__(self, pool: Any, *, timeout: float = 10.0) -> None:
+        self.pool = pool
+        self.timeout = timeout
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Any]:
+        try:
+            async with self.pool.acquire(timeout=self.timeout) as conn:
+                yield conn
+        except DB_DOWN_ERRORS as exc:
+            raise DependencyDown("ops_db", f"{type(exc).__name__}: {exc}") from exc
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1", timeout=self.timeout)
+
+    async def claim(self, rows: Sequence[ClaimRow], token: str, me: str, lease: float
+                    ) -> tuple[set[str], dict[str, ExistingRow]]:
+        if not rows:
+            return set(), {}
+        args = _cols(rows, "dedupe_key", "platform_run_id", "event_class", "event_id", "event_type", "payload_hash",
+                     "stream", "partition_key", "profile_id", "data")
+        async with self._conn() as conn:
+            records = await conn.fetch(_CLAIM_SQL, *args, token, me, lease, timeout=self.timeout)
+        claimed: set[str] = set()
+        existing: dict[str, ExistingRow] = {}
+        for r in records:
+            if r["claimed"]:
+                claimed.add(r["dedupe_key"])
+            else:
+                existing[r["dedupe_key"]] = _existing(r)
+        return claimed, existing
+
+    async def select(self, keys: Sequence[str], lease: float) -> dict[str, ExistingRow]:
+        if not keys:
+            return {}
+        async with self._conn() as conn:
+            records = await conn.fetch(_SELECT_SQL, list(keys), lease, timeout=self.timeout)
+        return {r["dedupe_key"]: _existing(r) for r in records}
+
+    async def take_over(self, keys: Sequence[str], token: str, me: str, lease: float) -> set[str]:
+        """Re-claim PENDING rows whose claimant is gone (our own failed request, or an expired lease)."""
+        if not keys:
+            return set()
+        async with self._conn() as conn:
+            records = await conn.fetch(_TAKEOVER_SQL, list(keys), token, me, lease, timeout=self.timeout)
+        return {r["dedupe_key"] for r in records}
+
+    async def claim_orphans(self, token: str, me: str, lease: float, limit: int) -> list[HealRow]:
+        async with self._conn() as conn:
+            records = await conn.fetch(_HEAL_SQL, token, me, lease, limit, timeout=self.timeout)
+        return [HealRow(r["dedupe_key"], r["claim_token"], bytes(r["data"])) for r in records if r["data"]]
+
+    async def settle(self, admits: Sequence[AdmitCommit], receipts: Sequence[ReceiptIndexRow],
+                     quarantines: Sequence[QuarantineIndexRow], duplicate_refs: Sequence[tuple[str, str]]) -> set[str]:
+        """One transaction: ADMITTED + eb_ref for our claims, then the index rows. Returns the keys committed."""
+        committed: set[str] = set()
+        async with self._conn() as conn, conn.transaction():
+            if admits:
+                args = _cols(admits, "dedupe_key", "claim_token", "eb_topic", "eb_partition", "eb_offset",
+                             "eb_published_at_utc", "receipt_id", "receipt_ref", "batch_id")
+                records = await conn.fetch(_COMMIT_SQL, *args, timeout=self.timeout)
+                committed = {r["dedupe_key"] for r in records}
+            if receipts:
+                args = _cols(receipts, "platform_run_id", "receipt_id", "decision", "event_id", "event_type",
+                             "event_class", "dedupe_key", "reason_codes", "eb_topic", "eb_partition", "eb_offset",
+                             "receipt_ref", "batch_id")
+                args[7] = [",".join(codes) for codes in args[7]]
+                await conn.execute(_RECEIPTS_SQL, *args, timeout=self.timeout)
+            if quarantines:
+                args = _cols(quarantines, "platform_run_id", "quarantine_id", "event_id", "event_type", "reason_code",
+                             "detail", "record_ref", "receipt_id")
+                await conn.execute(_QUARANTINES_SQL, *args, timeout=self.timeout)
+            if duplicate_refs:
+                await conn.execute(_DUP_REF_SQL, [k for k, _ in duplicate_refs], [r for _, r in duplicate_refs],
+                                   timeout=self.timeout)
+        return committed
+
+    async def lookup(self, *, event_id: str | None = None, receipt_id: str | None = None,
+                     platform_run_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if event_id is not None:
+            args.append(event_id)
+            where.append(f"event_id = ${len(args)}")
+        if receipt_id is not None:
+            args.append(receipt_id)
+            where.append(f"receipt_id = ${len(args)}")
+        if platform_run_id is not None:
+            args.append(platform_run_id)
+            where.append(f"platform_run_id = ${len(args)}")
+        args.append(limit)
+        sql = (f"SELECT {_LOOKUP_COLS} FROM ig_receipts WHERE {' AND '.join(where)} "
+               f"ORDER BY created_at, receipt_id LIMIT ${len(args)}")
+        async with self._conn() as conn:
+            records = await conn.fetch(sql, *args, timeout=self.timeout)
+        out = []
+        for r in records:
+            row = dict(r)
+            row["created_at"] = row["created_at"].isoformat()
+            out.append(row)
+        return out
