@@ -19,6 +19,7 @@ def _register() -> None:
     # Each plane owns its command module; the list here is the CLI's table of contents.
     from ._control import sr, wsp
     from ._engine import engine
+    from ._ig import ig
     from ._operate import pack, run_group
     from ._oracle import oracle
     from ._parity import parity
@@ -28,6 +29,7 @@ def _register() -> None:
     cli.add_command(run_group)
     cli.add_command(pack)
     cli.add_command(engine)
+    cli.add_command(ig)
     cli.add_command(oracle)
     cli.add_command(parity)
     cli.add_command(sr)
