@@ -21,7 +21,7 @@ from ._messages import (
     decode_control_message,
     encode_message,
 )
-from ._oracle import normalise_engine_root, outputs_for_mode
+from ._oracle import engine_root, normalise_engine_root, outputs_for_mode
 from ._runner import COMPONENT, SQL_PACKAGE, ReadyRequest, ReadyResult, sr_ready
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "StreamViewLocator",
     "decode_control_message",
     "encode_message",
+    "engine_root",
     "normalise_engine_root",
     "outputs_for_mode",
     "sr_ready",

@@ -19,12 +19,15 @@ OutputRole = Literal["business_traffic", "non_traffic"]
 
 
 class PartRef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One part file of a stream view. Size and ETag bind the view's content without reading it
-    (critique §13.1 #4: the reference downloaded every byte to digest it)."""
+    """One part file of a stream view, as the oracle's manifest lists it (sha256 of the whole object).
+    Binding the view by these digests means SR never downloads data to digest it (critique §13.1 #4)."""
 
     uri: str
     size: int
-    etag: str
+    digest: str
+    rows: int
+    first_ts_utc: str
+    last_ts_utc: str
 
 
 class StreamViewLocator(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

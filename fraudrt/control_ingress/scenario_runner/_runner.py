@@ -26,6 +26,8 @@ from fraudrt.contracts import (
     sr_plan_hash,
     utc_now_ts,
 )
+from fraudrt.engine import RunReceipt
+from fraudrt.oracle import STREAM_VIEW_DIR
 from fraudrt.runtime import KinesisBus, PutEntry, apply_migrations, component_dir
 from fraudrt.substrate import s3_client
 
@@ -48,9 +50,8 @@ from ._messages import (
 from ._oracle import (
     PACK_MANIFEST_NAME,
     SEAL_NAME,
-    STREAM_VIEW_DIR,
+    engine_root,
     locate_stream_view,
-    normalise_engine_root,
     outputs_for_mode,
     read_sealed_pack,
 )
@@ -93,10 +94,10 @@ def sr_policy(mode: Mode, context: list[str], traffic: list[str]) -> PolicyRev:
     return PolicyRev(policy_id="sr_policy", revision="v0", content_digest=sha256_hex(canon_compact(content)))
 
 
-def sr_intent(receipt: dict[str, Any], request: ReadyRequest) -> dict[str, Any]:
+def sr_intent(receipt: RunReceipt, request: ReadyRequest) -> dict[str, Any]:
     """What a run equivalence key stands for: world, scenario, mode and window (not where it is stored)."""
-    return {"manifest_fingerprint": receipt["manifest_fingerprint"], "parameter_hash": receipt["parameter_hash"],
-            "seed": receipt["seed"], "scenario_id": request.scenario_id, "mode": request.mode,
+    return {"manifest_fingerprint": receipt.manifest_fingerprint, "parameter_hash": receipt.parameter_hash,
+            "seed": receipt.seed, "scenario_id": request.scenario_id, "mode": request.mode,
             "window_start_utc": request.window_start_utc, "window_end_utc": request.window_end_utc}
 
 
@@ -193,7 +194,8 @@ async def _ready(settings: Settings, request: ReadyRequest) -> ReadyResult:
         raise ScenarioRunnerError("POSTGRES_DSN_MISSING", "no Postgres DSN configured")
     prid = request.platform_run_id
     srid = scenario_run_id(request.run_equivalence_key)
-    root = normalise_engine_root(request.engine_run_root, settings.buckets.oracle)
+    root_ref = engine_root(request.engine_run_root, settings)
+    root = root_ref.uri
     log.info("SR: submit request received key=%s scenario_run_id=%s platform_run_id=%s engine_run_root=%s "
              "scenario_id=%s mode=%s reuse=%s", request.run_equivalence_key, srid, prid, root,
              request.scenario_id, request.mode, request.reuse)
@@ -207,9 +209,9 @@ async def _ready(settings: Settings, request: ReadyRequest) -> ReadyResult:
     bucket = settings.buckets.platform
     prefix = _ledger_prefix(prid)
     async with s3_client(settings.s3) as s3:
-        receipt, manifest, _seal = await read_sealed_pack(s3, root, request.scenario_id)
+        receipt, manifest = await read_sealed_pack(s3, root_ref, request.scenario_id)
         locators: list[StreamViewLocator] = [
-            await locate_stream_view(s3, root, request.scenario_id, oid, roles[oid]) for oid in intended]
+            await locate_stream_view(s3, root_ref, request.scenario_id, oid, roles[oid]) for oid in intended]
         intent = sr_intent(receipt, request)
         conn = await asyncpg.connect(dsn)
         try:
@@ -236,14 +238,13 @@ async def _ready(settings: Settings, request: ReadyRequest) -> ReadyResult:
                                     policy_rev=msgspec.to_builtins(policy))
             view_root = f"{root}/{STREAM_VIEW_DIR}"
             pack_ref = OraclePackRef(
-                oracle_pack_id=str(manifest["oracle_pack_id"]), manifest_ref=f"{root}/{PACK_MANIFEST_NAME}",
+                oracle_pack_id=manifest.oracle_pack_id, manifest_ref=f"{root}/{PACK_MANIFEST_NAME}",
                 seal_ref=f"{root}/{SEAL_NAME}", engine_run_root=root, scenario_id=request.scenario_id,
                 stream_view_root=view_root,
                 stream_view_output_refs={o: f"{view_root}/output_id={o}" for o in intended},
-                engine_release=None if manifest.get("engine_release") is None else str(manifest["engine_release"]))
-            pins = RunPins(manifest_fingerprint=str(receipt["manifest_fingerprint"]),
-                           parameter_hash=str(receipt["parameter_hash"]), seed=int(receipt["seed"]),
-                           scenario_id=request.scenario_id, run_id=str(receipt["run_id"]),
+                engine_release=manifest.engine_release)
+            pins = RunPins(manifest_fingerprint=receipt.manifest_fingerprint, parameter_hash=receipt.parameter_hash,
+                           seed=receipt.seed, scenario_id=request.scenario_id, run_id=receipt.run_id,
                            platform_run_id=prid, scenario_run_id=srid)
             facts = RunFactsView(
                 run_id=srid, scenario_run_id=srid, platform_run_id=prid, pins=pins, mode=request.mode,

@@ -96,6 +96,8 @@ class StreamViewSource:
     def _open(self) -> bool:
         """Open the current part at `_start_row`; False when it has nothing left to read."""
         part = self._parts[self._part]
+        if self._start_row >= part.rows:  # resumed exactly at this part's end: nothing to open
+            return False
         path = part.uri.removeprefix("s3://")
         self._file = self._fs.open_input_file(path)
         self.stats.parts_opened += 1
