@@ -79,7 +79,8 @@ class KeyRing:
     def __init__(self, keys: list[str]) -> None:
         if not keys:
             raise ApiKeyError("no IG API key configured")
-        self._keys = [(k.encode(), Actor(actor_id=f"SYSTEM::{key_fingerprint(k)}", principal=key_fingerprint(k)))
+        self._keys = [(k.encode(), Actor(actor_id=f"SYSTEM::{key_fingerprint(k)}", source_type="SYSTEM",
+                                      auth_mode="api_key", principal=key_fingerprint(k)))
                       for k in keys]
 
     def authenticate(self, presented: str | None) -> Actor | None:

@@ -160,7 +160,8 @@ class Gate:
             event_class=event_class, ts_utc=env.ts_utc, manifest_fingerprint=env.manifest_fingerprint,
             platform_run_id=env.platform_run_id or self.config.fallback_run,
             run_config_digest=self._policy_rev.content_digest, policy_rev=self._policy_rev, dedupe_key=dedupe_key,
-            pins=_pins(env), scenario_run_id=env.scenario_run_id, payload_hash=PayloadHash(hex=payload_hash),
+            pins=_pins(env), scenario_run_id=env.scenario_run_id,
+            payload_hash=PayloadHash(algo="sha256", hex=payload_hash),
             admitted_at_utc=eb_ref.published_at_utc, eb_ref=eb_ref, partitioning_profile_id=profile_id,
             partition_key=partition_key, evidence_refs=evidence or [], reason_codes=reasons or [],
             schema_version=env.schema_version, producer=env.producer, actor=actor,
@@ -176,7 +177,7 @@ class Gate:
     def _duplicate_outcome(self, a: Admissible, row: ExistingRow, actor: Actor | None) -> Outcome:
         assert row.eb_topic is not None and row.eb_partition is not None and row.eb_offset is not None
         ref = EbRef(topic=row.eb_topic, partition=row.eb_partition, offset=row.eb_offset,
-                    published_at_utc=row.eb_published_at_utc)
+                    offset_kind="kinesis_sequence", published_at_utc=row.eb_published_at_utc)
         evidence = [EvidenceRef(kind="receipt_ref", ref=row.receipt_ref)] if row.receipt_ref else []
         # No wall-clock field: the DUPLICATE receipt of an event is the same bytes whoever writes it.
         receipt = self._receipt("DUPLICATE", ig_receipt_id("DUPLICATE", a.env.event_id), a.env, a.rule.event_class,
@@ -193,7 +194,8 @@ class Gate:
         fingerprint = mf if isinstance(mf, str) and len(mf) == 64 else "0" * 64
         now = utc_now_ts()
         record = QuarantineRecord(
-            quarantine_id=r.quarantine_id, received_at_utc=now, reason_codes=[r.reason], detail=r.detail,
+            quarantine_id=r.quarantine_id, received_at_utc=now, decision="QUARANTINE", reason_codes=[r.reason],
+            detail=r.detail,
             manifest_fingerprint=fingerprint, platform_run_id=run, pins=pins, policy_rev=self._policy_rev,
             envelope=kept, dropped_fields=list(r.dropped), raw_sha256=r.raw_sha256, actor=actor,
             service_release_id=self.config.service_release_id, environment=self.config.environment,
@@ -208,7 +210,7 @@ class Gate:
             event_class=r.event_class, ts_utc=_s("ts_utc"), manifest_fingerprint=fingerprint, platform_run_id=run,
             run_config_digest=self._policy_rev.content_digest, policy_rev=self._policy_rev, dedupe_key=r.dedupe_key,
             pins=pins, scenario_run_id=_s("scenario_run_id"),
-            payload_hash=PayloadHash(hex=r.payload_hash) if r.payload_hash else None,
+            payload_hash=PayloadHash(algo="sha256", hex=r.payload_hash) if r.payload_hash else None,
             evidence_refs=[EvidenceRef(kind="quarantine_record", ref=record_ref)], reason_codes=[r.reason],
             schema_version=_s("schema_version"), producer=_s("producer"), actor=actor,
             service_release_id=self.config.service_release_id, environment=self.config.environment,

@@ -75,7 +75,8 @@ class Publisher:
                     if res.ok:
                         assert res.shard_id is not None and res.sequence_number is not None
                         refs[i] = EbRef(topic=stream, partition=shard_number(res.shard_id),
-                                        offset=res.sequence_number, published_at_utc=now)
+                                        offset=res.sequence_number, offset_kind="kinesis_sequence",
+                                        published_at_utc=now)
                     else:
                         failed.append(i)
                         last = f"{res.error_code}: {res.error_message}"

@@ -1,4 +1,8 @@
-"""IG's messages: receipts, quarantine records, eb_refs, HTTP results (control_ingress §8.6, §8.7)."""
+"""IG's messages: receipts, quarantine records, eb_refs, HTTP results (control_ingress §8.6, §8.7).
+
+Optional fields are omitted when unset (`omit_defaults`), so every field that must always appear
+has no default.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +22,12 @@ class EbRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbi
     topic: str
     partition: int
     offset: str
-    offset_kind: Literal["kinesis_sequence"] = "kinesis_sequence"
+    offset_kind: Literal["kinesis_sequence"]
     published_at_utc: str | None = None
 
 
 class PayloadHash(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
-    algo: Literal["sha256"] = "sha256"
+    algo: Literal["sha256"]
     hex: str
 
 
@@ -37,8 +41,8 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbi
     """Who pushed. `principal` is a key fingerprint, never the key itself (critique §13.3 #24)."""
 
     actor_id: str
-    source_type: Literal["SYSTEM", "HUMAN"] = "SYSTEM"
-    auth_mode: str = "api_key"
+    source_type: Literal["SYSTEM", "HUMAN"]
+    auth_mode: str
     principal: str
 
 
@@ -62,7 +66,7 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, for
     event_type: str | None = None
     event_class: str | None = None
     ts_utc: str | None = None
-    manifest_fingerprint: str = ZERO_FINGERPRINT
+    manifest_fingerprint: str
     platform_run_id: str
     run_config_digest: str
     policy_rev: PolicyRevRef
@@ -89,10 +93,10 @@ class QuarantineRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
 
     quarantine_id: str
     received_at_utc: str
-    decision: Literal["QUARANTINE"] = "QUARANTINE"
+    decision: Literal["QUARANTINE"]
     reason_codes: list[str]
     detail: str
-    manifest_fingerprint: str = ZERO_FINGERPRINT
+    manifest_fingerprint: str
     platform_run_id: str
     pins: dict[str, Any] = msgspec.field(default_factory=dict)
     policy_rev: PolicyRevRef

@@ -1,0 +1,569 @@
+"""IG in-process on a free port against the session substrate, with private streams.
+
+Checks the contract end to end: records on the right Kinesis stream at the receipts' eb_ref,
+DUPLICATE with the original eb_ref, PAYLOAD_HASH_MISMATCH, quarantine without payload, 401/400/413,
+Postgres down -> 503 then recovery (through a TCP proxy the test can cut), concurrent pushes of one
+event publish it once, a crash between publish and commit healed on restart (a real process exit),
+and arbitrary JSON never answered with a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import asyncpg
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from fraudrt.config import Settings
+from fraudrt.control_ingress.ingestion_gate import CRASH_HOOK_ENV, IngestionGate, ig_api_key
+from fraudrt.runtime import ComponentContext, KinesisBus, apply_migrations
+from fraudrt.substrate import s3_client
+
+pytestmark = pytest.mark.integration
+
+IG_SQL = "fraudrt.control_ingress.ingestion_gate"
+
+
+# ---------------------------------------------------------------- envelopes
+
+
+def _hex(n: int) -> str:
+    return hashlib.sha256(uuid.uuid4().bytes).hexdigest()[:n]
+
+
+def new_run_id() -> str:
+    # Unique per test without waiting for the wall clock to tick (the regex is what IG checks).
+    return f"platform_20{uuid.uuid4().int % 10**6:06d}T{uuid.uuid4().int % 10**6:06d}Z"
+
+
+def pins(run: str) -> dict[str, Any]:
+    return {"platform_run_id": run, "scenario_run_id": _hex(32), "manifest_fingerprint": _hex(64),
+            "parameter_hash": _hex(64), "seed": 42, "scenario_id": "baseline_v1", "run_id": _hex(32)}
+
+
+def traffic(run: str, flow_id: int, **over: Any) -> dict[str, Any]:
+    env = {"event_id": _hex(64), "event_type": "s3_event_stream_with_fraud_6B", "ts_utc": "2026-01-02T03:04:05.000001Z",
+           **pins(run), "payload": {"flow_id": flow_id, "event_seq": 0, "event_type": "AUTH_REQUEST",
+                                    "ts_utc": "2026-01-02T03:04:05.000001Z", "amount": 10.0 + flow_id,
+                                    "fraud_flag": False, "campaign_id": None}}
+    env.update(over)
+    return env
+
+
+def arrival(run: str, seq: int) -> dict[str, Any]:
+    return {"event_id": _hex(64), "event_type": "arrival_events_5B", "ts_utc": "2026-01-02T03:04:05.000002Z",
+            **pins(run), "payload": {"merchant_id": 1000 + seq, "arrival_seq": seq,
+                                     "ts_utc": "2026-01-02T03:04:05.000002Z", "is_virtual": False}}
+
+
+def decision(run: str) -> dict[str, Any]:
+    p = pins(run)
+    del p["run_id"]
+    return {"event_id": _hex(64), "event_type": "decision_response", "schema_version": "v1",
+            "ts_utc": "2026-01-02T03:04:06.000000Z", **p, "producer": "decision_fabric",
+            "payload": {"decision_id": _hex(32), "decision_kind": "fraud_decision_v0", "bundle_ref": {},
+                        "pins": {"platform_run_id": run}, "decided_at_utc": "2026-01-02T03:04:06.000000Z",
+                        "source_event": {"event_id": _hex(64)}, "decision": {"action_kind": "ALLOW"}}}
+
+
+# ---------------------------------------------------------------- harness
+
+
+@dataclass
+class RunningIg:
+    service: IngestionGate
+    url: str
+    key: str
+    settings: Settings
+    run_id: str
+
+    def headers(self) -> dict[str, str]:
+        return {"X-IG-Api-Key": self.key}
+
+
+@contextlib.asynccontextmanager
+async def running_ig(settings: Settings, run_id: str, *, dsn: str | None = None,
+                     options: dict[str, Any] | None = None) -> AsyncIterator[RunningIg]:
+    pool = await asyncpg.create_pool(dsn or settings.postgres.dsn, min_size=1, max_size=8)
+    try:
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, "fraudrt.runtime", IG_SQL)
+        service = IngestionGate()
+        ctx = ComponentContext(settings=settings, platform_run_id=run_id, pack_id="test", pool=pool,
+                               options={"port": 0, "probe_interval_seconds": 0.3, **(options or {})})
+        task = asyncio.create_task(service.run(ctx))
+        ready = asyncio.create_task(service.ready.wait())
+        await asyncio.wait([task, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        assert service.ready.is_set(), "IG did not start"
+        try:
+            yield RunningIg(service, f"http://127.0.0.1:{service.port}", ig_api_key(settings), settings, run_id)
+        finally:
+            ctx.stopping.set()
+            await asyncio.wait_for(task, 30)
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def ig(private_streams: Settings) -> AsyncIterator[RunningIg]:
+    async with running_ig(private_streams, new_run_id()) as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def push(http: aiohttp.ClientSession, ig: RunningIg, body: Any, *, raw: bytes | None = None,
+               headers: dict[str, str] | None = None) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    async with http.post(f"{ig.url}/v1/ingest/push", data=data,
+                         headers=ig.headers() if headers is None else headers) as resp:
+        text = await resp.read()
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = text
+        return resp.status, parsed, resp.headers
+
+
+async def stream_records(settings: Settings, stream: str) -> list[tuple[str, dict[str, Any]]]:
+    """(sequence_number, envelope) of every record on a 1-shard stream, from TRIM_HORIZON."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    async with KinesisBus(settings.kinesis) as bus:
+        for shard in await bus.list_shards(stream):
+            it: str | None = await bus.get_shard_iterator(stream, shard)
+            for _ in range(100):  # until an empty page at the tip
+                if it is None:
+                    break
+                res = await bus.get_records(stream, shard, it)
+                out.extend((r.sequence_number, json.loads(r.data)) for r in res.records)
+                if not res.records and res.millis_behind == 0:
+                    break
+                it = res.next_iterator
+    return out
+
+
+_S3_CLIENTS: dict[str, Any] = {}
+
+
+async def get_object(settings: Settings, ref: str) -> dict[str, Any]:
+    bucket, _, key = ref.removeprefix("s3://").partition("/")
+    client = _S3_CLIENTS.get(settings.s3.endpoint_url or "")
+    if client is None:
+        # One client for the session: creating an aiobotocore client costs ~0.5 s.
+        client = await _S3_STACK.enter_async_context(s3_client(settings.s3))
+        _S3_CLIENTS[settings.s3.endpoint_url or ""] = client
+    obj = await client.get_object(Bucket=bucket, Key=key)
+    parsed: dict[str, Any] = json.loads(await obj["Body"].read())
+    return parsed
+
+
+_S3_STACK = contextlib.AsyncExitStack()
+
+
+# ---------------------------------------------------------------- admission and evidence
+
+
+async def test_batch_admit_lands_on_routed_streams_at_the_receipts_eb_ref(ig: RunningIg,
+                                                                         http: aiohttp.ClientSession) -> None:
+    run = ig.run_id
+    events = [traffic(run, i) for i in range(6)] + [arrival(run, i) for i in range(3)] + [decision(run)]
+    status, body, _ = await push(http, ig, {"events": events})
+    assert status == 200, body
+    assert [r["decision"] for r in body["results"]] == ["ADMIT"] * len(events)
+    assert body["admit"] == len(events)
+    s = ig.settings.streams
+    expected = {"s3_event_stream_with_fraud_6B": s.name("traffic_fraud"), "arrival_events_5B": s.name("arrival_events"),
+                "decision_response": s.name("rtdl")}
+    on_bus: dict[str, dict[str, dict[str, Any]]] = {}
+    for stream in set(expected.values()):
+        on_bus[stream] = {seq: env for seq, env in await stream_records(ig.settings, stream)}
+    for env, res in zip(events, body["results"], strict=True):
+        ref = res["eb_ref"]
+        assert ref["topic"] == expected[env["event_type"]]
+        assert ref["offset_kind"] == "kinesis_sequence" and ref["partition"] == 0
+        record = on_bus[ref["topic"]][ref["offset"]]  # the record at the receipt's sequence number ...
+        assert record["event_id"] == env["event_id"]  # ... is this event
+        assert record["payload"] == env["payload"]
+        assert res["receipt_ref"] == f"s3://{ig.settings.buckets.platform}/{run}/ig/receipts/{res['receipt_id']}.json"
+        receipt = await get_object(ig.settings, res["receipt_ref"])
+        assert receipt["decision"] == "ADMIT" and receipt["eb_ref"]["offset"] == ref["offset"]
+        assert receipt["platform_run_id"] == run and receipt["event_id"] == env["event_id"]
+        assert receipt["actor"]["principal"].startswith("key-") and ig.key not in json.dumps(receipt)
+    assert sum(len(v) for v in on_bus.values()) == len(events)  # one record per event, nothing else
+
+    async with http.get(f"{ig.url}/v1/ops/lookup", params={"event_id": events[0]["event_id"]},
+                        headers=ig.headers()) as resp:
+        assert resp.status == 200
+        matches = (await resp.json())["matches"]
+    assert [m["decision"] for m in matches] == ["ADMIT"]
+    assert matches[0]["eb_offset"] == body["results"][0]["eb_ref"]["offset"]
+    async with http.get(f"{ig.url}/v1/ops/lookup", params={"receipt_id": body["results"][1]["receipt_id"]},
+                        headers=ig.headers()) as resp:
+        assert (await resp.json())["matches"][0]["event_id"] == events[1]["event_id"]
+    assert ig.service.metrics()["admit_total"] == len(events)
+
+
+async def test_repush_is_duplicate_with_original_eb_ref_and_changed_payload_is_mismatch(
+        ig: RunningIg, http: aiohttp.ClientSession) -> None:
+    run = ig.run_id
+    events = [traffic(run, i) for i in range(4)]
+    _, first, _ = await push(http, ig, {"events": events})
+    assert first["admit"] == 4
+    status, again, _ = await push(http, ig, {"events": events})
+    assert status == 200
+    assert [r["decision"] for r in again["results"]] == ["DUPLICATE"] * 4
+    assert [r["eb_ref"] for r in again["results"]] == [r["eb_ref"] for r in first["results"]]
+    dup = await get_object(ig.settings, again["results"][0]["receipt_ref"])
+    assert dup["decision"] == "DUPLICATE" and dup["eb_ref"]["offset"] == first["results"][0]["eb_ref"]["offset"]
+    assert dup["evidence_refs"][0]["ref"] == first["results"][0]["receipt_ref"]
+
+    changed = json.loads(json.dumps(events[0]))
+    changed["payload"]["amount"] = 999.0
+    status, single, _ = await push(http, ig, changed)  # a single envelope (not a batch)
+    assert status == 200
+    assert single["decision"] == "QUARANTINE" and single["receipt"]["reason_codes"] == ["PAYLOAD_HASH_MISMATCH"]
+    record = await get_object(ig.settings, single["receipt"]["evidence_refs"][0]["ref"])
+    assert record["reason_codes"] == ["PAYLOAD_HASH_MISMATCH"] and "payload" not in record["envelope"]
+    # Still exactly one record per event on the bus.
+    records = await stream_records(ig.settings, ig.settings.streams.name("traffic_fraud"))
+    assert sorted(env["event_id"] for _, env in records) == sorted(e["event_id"] for e in events)
+    m = ig.service.metrics()
+    assert m["duplicate_total"] == 4 and m["quarantine_reason_PAYLOAD_HASH_MISMATCH_total"] == 1
+
+
+async def test_malformed_envelopes_and_missing_pins_are_quarantined_without_payload(
+        ig: RunningIg, http: aiohttp.ClientSession) -> None:
+    run = ig.run_id
+    marker = "PAYLOAD-MARKER-" + uuid.uuid4().hex
+    no_run_id = traffic(run, 1)
+    del no_run_id["run_id"]
+    no_run_id["payload"]["note"] = marker
+    unknown_field = traffic(run, 2, surprise=marker)
+    no_version = decision(run)
+    del no_version["schema_version"]
+    bad_type = traffic(run, 3)
+    bad_type["payload"]["flow_id"] = marker
+    events: list[Any] = [42, {"event_id": "only"}, no_run_id, unknown_field, no_version, bad_type,
+                         traffic(run, 4, event_type="what_is_this"), traffic(run, 5)]
+    status, body, _ = await push(http, ig, {"events": events})
+    assert status == 200, body
+    got = [(r["decision"], r.get("reason_codes", [])) for r in body["results"]]
+    assert got == [("QUARANTINE", ["ENVELOPE_INVALID"]), ("QUARANTINE", ["ENVELOPE_INVALID"]),
+                   ("QUARANTINE", ["PINS_MISSING"]), ("QUARANTINE", ["ENVELOPE_INVALID"]),
+                   ("QUARANTINE", ["SCHEMA_VERSION_REQUIRED"]), ("QUARANTINE", ["SCHEMA_FAIL"]),
+                   ("QUARANTINE", ["SCHEMA_POLICY_MISSING"]), ("ADMIT", [])]
+    for res in body["results"][:-1]:
+        receipt = await get_object(ig.settings, res["receipt_ref"])
+        record_ref = receipt["evidence_refs"][0]["ref"]
+        record = await get_object(ig.settings, record_ref)
+        assert "payload" not in record.get("envelope", {})
+        assert marker not in json.dumps(record) and marker not in json.dumps(receipt)
+        assert record["reason_codes"] == res["reason_codes"] and record["detail"]
+    # Readable run ids keep evidence under the event's run; unreadable input under IG's own run.
+    assert f"/{run}/ig/quarantine/" in (await get_object(ig.settings, body["results"][2]["receipt_ref"])
+                                         )["evidence_refs"][0]["ref"]
+    no_run = await get_object(ig.settings, body["results"][0]["receipt_ref"])
+    assert no_run["platform_run_id"] == ig.run_id
+    records = await stream_records(ig.settings, ig.settings.streams.name("traffic_fraud"))
+    assert [env["event_id"] for _, env in records] == [events[-1]["event_id"]]
+
+
+async def test_batch_receipts_layout_indexes_one_object_per_batch(private_streams: Settings,
+                                                                 http: aiohttp.ClientSession) -> None:
+    from fraudrt.config import load_settings
+
+    settings = load_settings("embedded", env={**os.environ, "FRAUDRT_STREAM_PREFIX": private_streams.streams.prefix,
+                                              "IG_RECEIPTS_LAYOUT": "batch"})
+    async with running_ig(settings, new_run_id()) as ig:
+        events = [traffic(ig.run_id, i) for i in range(5)]
+        _, body, _ = await push(http, ig, {"events": [*events, {"bad": 1}]})
+        refs = {r["receipt_ref"] for r in body["results"]}
+        assert len(refs) == 1 and "/ig/receipts/batches/" in refs.pop()
+        batch = await get_object(ig.settings, body["results"][0]["receipt_ref"])
+        assert sorted(r["receipt_id"] for r in batch["receipts"]) == sorted(r["receipt_id"] for r in body["results"])
+        by_id = {r["receipt_id"]: r for r in batch["receipts"]}
+        assert by_id[body["results"][0]["receipt_id"]]["eb_ref"] == body["results"][0]["eb_ref"]
+        async with http.get(f"{ig.url}/v1/ops/lookup", params={"event_id": events[2]["event_id"]},
+                            headers=ig.headers()) as resp:
+            match = (await resp.json())["matches"][0]
+        assert match["batch_id"] == batch["batch_id"] and match["receipt_ref"] == body["results"][2]["receipt_ref"]
+
+
+# ---------------------------------------------------------------- HTTP contract
+
+
+async def test_auth_contract_and_health(ig: RunningIg, http: aiohttp.ClientSession) -> None:
+    for method, path in (("GET", "/v1/ops/health"), ("POST", "/v1/ingest/push"), ("GET", "/v1/ops/lookup")):
+        for headers in ({}, {"X-IG-Api-Key": "wrong"}, {"X-IG-Api-Key": ""}):
+            async with http.request(method, f"{ig.url}{path}", headers=headers, data=b"{}") as resp:
+                assert resp.status == 401, (method, path, headers)
+                assert await resp.json() == {"error": "UNAUTHORIZED"}
+    async with http.get(f"{ig.url}/v1/ops/health", headers=ig.headers()) as resp:
+        assert resp.status == 200
+        health = await resp.json()
+    assert health["state"] == "GREEN", health
+    async with http.get(f"{ig.url}/v1/openapi.json") as resp:  # unauthenticated by design
+        assert resp.status == 200 and (await resp.json())["openapi"].startswith("3.")
+    async with http.get(f"{ig.url}/v1/ops/lookup", headers=ig.headers()) as resp:
+        assert resp.status == 400 and (await resp.json())["error"] == "MISSING_QUERY"
+
+
+async def test_malformed_json_400_and_oversize_413(private_streams: Settings, http: aiohttp.ClientSession) -> None:
+    from fraudrt.config import load_settings
+
+    settings = load_settings("embedded", env={**os.environ, "FRAUDRT_STREAM_PREFIX": private_streams.streams.prefix,
+                                              "FRAUDRT__IG__MAX_BODY_BYTES": "4096",
+                                              "FRAUDRT__IG__MAX_BATCH_EVENTS": "3"})
+    async with running_ig(settings, new_run_id()) as ig:
+        status, body, _ = await push(http, ig, None, raw=b'{"events": [')
+        assert status == 400 and body["error"] == "MALFORMED_JSON" and body["detail"]
+        status, body, _ = await push(http, ig, [1, 2])
+        assert status == 400 and body["error"] == "BODY_NOT_OBJECT"
+        status, body, _ = await push(http, ig, {"events": {"not": "a list"}})
+        assert status == 400 and body["error"] == "EVENTS_NOT_A_LIST"
+        status, body, _ = await push(http, ig, None, raw=b'{"events": ["' + b"x" * 5000 + b'"]}')
+        assert status == 413 and body["error"] == "BODY_TOO_LARGE" and "4096" in body["detail"]
+        status, body, _ = await push(http, ig, {"events": [1, 2, 3, 4]})
+        assert status == 413 and body["error"] == "BATCH_TOO_LARGE"
+        status, body, _ = await push(http, ig, {"events": []})
+        assert status == 200 and body["results"] == []
+
+
+# ---------------------------------------------------------------- Postgres down
+
+
+class TcpProxy:
+    """127.0.0.1:<port> -> target; `cut()` drops every connection and refuses new ones until `restore()`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in self._writers:
+            w.transport.abort()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+
+async def test_postgres_down_answers_503_then_recovers(private_streams: Settings,
+                                                      http: aiohttp.ClientSession) -> None:
+    dsn = private_streams.postgres.dsn
+    assert dsn
+    parts = urlsplit(dsn)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.restore()
+    proxied = dsn.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+    async with running_ig(private_streams, new_run_id(), dsn=proxied, options={"db_timeout_seconds": 2}) as ig:
+        events = [traffic(ig.run_id, i) for i in range(3)]
+        await proxy.cut()
+        started = time.monotonic()
+        status, body, headers = await push(http, ig, {"events": events})
+        assert status == 503, body
+        assert body["error"] == "OPS_DB_UNHEALTHY" and int(headers["Retry-After"]) >= 1
+        assert time.monotonic() - started < 5
+        async with http.get(f"{ig.url}/v1/ops/health", headers=ig.headers()) as resp:
+            health = await resp.json()
+        assert health["state"] == "RED" and "OPS_DB_UNHEALTHY" in health["reasons"]
+        # Nothing half-written: the bus has no record of the refused push.
+        assert await stream_records(ig.settings, ig.settings.streams.name("traffic_fraud")) == []
+        await proxy.restore()
+        for _ in range(50):
+            status, body, _ = await push(http, ig, {"events": events})
+            if status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 200, body
+        assert [r["decision"] for r in body["results"]] == ["ADMIT"] * 3
+        records = await stream_records(ig.settings, ig.settings.streams.name("traffic_fraud"))
+        assert sorted(e["event_id"] for _, e in records) == sorted(e["event_id"] for e in events)
+        await asyncio.sleep(0.5)
+        assert ig.service.health()[0] == "GREEN"
+    await proxy.cut()
+
+
+# ---------------------------------------------------------------- concurrency
+
+
+async def test_concurrent_pushes_of_the_same_events_publish_once(ig: RunningIg, http: aiohttp.ClientSession) -> None:
+    events = [traffic(ig.run_id, i) for i in range(50)]
+    answers = await asyncio.gather(*(push(http, ig, {"events": events}) for _ in range(4)))
+    assert all(status == 200 for status, _, _ in answers), answers
+    per_event = list(zip(*[[r["decision"] for r in body["results"]] for _, body, _ in answers], strict=True))
+    assert all(sorted(d) == ["ADMIT", "DUPLICATE", "DUPLICATE", "DUPLICATE"] for d in per_event)
+    offsets = {tuple(r["eb_ref"]["offset"] for r in body["results"]) for _, body, _ in answers}
+    assert len(offsets) == 1  # every answer carries the same eb_ref per event
+    records = await stream_records(ig.settings, ig.settings.streams.name("traffic_fraud"))
+    assert len(records) == len(events)
+
+
+async def test_second_instance_waits_for_the_claimant(private_streams: Settings, http: aiohttp.ClientSession) -> None:
+    """Two IG instances (as two processes would be): the loser of the claim answers DUPLICATE."""
+    run = new_run_id()
+    async with running_ig(private_streams, run) as a, running_ig(private_streams, run) as b:
+        events = [traffic(run, i) for i in range(200)]
+        (sa, ba, _), (sb, bb, _) = await asyncio.gather(push(http, a, {"events": events}),
+                                                        push(http, b, {"events": events}))
+        assert (sa, sb) == (200, 200), (ba, bb)
+        decisions = [sorted([x["decision"], y["decision"]]) for x, y in zip(ba["results"], bb["results"], strict=True)]
+        assert all(d == ["ADMIT", "DUPLICATE"] for d in decisions)
+        records = await stream_records(private_streams, private_streams.streams.name("traffic_fraud"))
+        assert len(records) == len(events)
+
+
+# ---------------------------------------------------------------- crash between publish and commit
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _serve(settings: Settings, run: str, port: int, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FRAUDRT_STREAM_PREFIX": settings.streams.prefix, **extra_env}
+    return subprocess.Popen([sys.executable, "-m", "fraudrt", "ig", "serve", "--port", str(port), "--run-id", run,
+                             "--heal-lease-seconds", "0.5"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+async def _wait_up(http: aiohttp.ClientSession, url: str, key: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise AssertionError(f"ig serve exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}"
+                                 if proc.stderr else "ig serve exited")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"{url}/v1/ops/health", headers={"X-IG-Api-Key": key}) as resp:
+                if resp.status == 200:
+                    return
+        await asyncio.sleep(0.1)
+    raise AssertionError("ig serve did not come up")
+
+
+@pytest.mark.chaos
+async def test_crash_between_publish_and_commit_heals_on_restart(private_streams: Settings,
+                                                                 http: aiohttp.ClientSession) -> None:
+    run = new_run_id()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    key = ig_api_key(private_streams)
+    target = RunningIg(None, url, key, private_streams, run)  # type: ignore[arg-type]
+    events = [traffic(run, i) for i in range(5)]
+    proc = _serve(private_streams, run, port, {CRASH_HOOK_ENV: "exit"})
+    try:
+        await _wait_up(http, url, key, proc)
+        with pytest.raises(aiohttp.ClientError):
+            await push(http, target, {"events": events})
+        assert proc.wait(10) == 86  # died right after PutRecords, before receipts and commit
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stream = private_streams.streams.name("traffic_fraud")
+    first = await stream_records(private_streams, stream)
+    assert sorted(e["event_id"] for _, e in first) == sorted(e["event_id"] for e in events)
+
+    proc = _serve(private_streams, run, port, {})
+    try:
+        await _wait_up(http, url, key, proc)
+        matches: list[dict[str, Any]] = []
+        for _ in range(100):  # the heal loop re-publishes PUBLISH_PENDING rows once their lease is over
+            matches = []
+            for e in events:
+                async with http.get(f"{url}/v1/ops/lookup", params={"event_id": e["event_id"]},
+                                    headers={"X-IG-Api-Key": key}) as resp:
+                    matches.extend((await resp.json())["matches"])
+            if len(matches) == len(events):
+                break
+            await asyncio.sleep(0.1)
+        assert [m["decision"] for m in matches] == ["ADMIT"] * len(events), matches
+        records = {seq: env for seq, env in await stream_records(private_streams, stream)}
+        for m in matches:
+            assert records[m["eb_offset"]]["event_id"] == m["event_id"]  # receipt points at a real record
+            receipt = await get_object(private_streams, m["receipt_ref"])
+            assert receipt["eb_ref"]["offset"] == m["eb_offset"]
+        # Re-pushed by the producer after the crash: DUPLICATE with the healed eb_ref.
+        status, body, _ = await push(http, target, {"events": events})
+        assert status == 200
+        assert [r["decision"] for r in body["results"]] == ["DUPLICATE"] * len(events)
+        assert {r["eb_ref"]["offset"] for r in body["results"]} == {m["eb_offset"] for m in matches}
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
+# ---------------------------------------------------------------- arbitrary input
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20)
+_keys = st.sampled_from(["event_id", "event_type", "ts_utc", "manifest_fingerprint", "platform_run_id", "payload",
+                         "seed", "schema_version", "run_id", "scenario_run_id", "events"])
+_envelopish = st.dictionaries(_keys, _json_values, max_size=8)
+_bodies = st.one_of(_json_values, _envelopish, st.builds(lambda evs: {"events": evs},
+                                                          st.lists(_envelopish | _json_values, max_size=5)))
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_bodies, garbage=st.binary(max_size=40))
+async def test_arbitrary_json_never_gets_a_5xx(ig: RunningIg, http: aiohttp.ClientSession, body: Any,
+                                               garbage: bytes) -> None:
+    status, answer, _ = await push(http, ig, body)
+    assert status < 500, (body, answer)
+    status, answer, _ = await push(http, ig, None, raw=garbage)
+    assert status < 500, (garbage, answer)
+    assert msgspec.json.decode(json.dumps(answer)) is not None
