@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ class PackManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
 
 def packs_dir() -> Path:
-    return project_root() / "packs"
+    """`FRAUDRT_PACKS_DIR` if set (tests use their own manifests), else `<project>/packs`."""
+    explicit = os.environ.get("FRAUDRT_PACKS_DIR")
+    return Path(explicit).resolve() if explicit else project_root() / "packs"
 
 
 def list_manifests() -> list[PackManifest]:

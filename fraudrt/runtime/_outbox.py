@@ -8,7 +8,9 @@ bus may carry a duplicate, never a gap, and every consumer makes a duplicate har
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,9 @@ from ._bus import MAX_PUT_RECORDS, KinesisBus, PutEntry
 from ._errors import BusError
 
 log = logging.getLogger("fraudrt.runtime.outbox")
+
+# Set to "1" only by the outbox crash test: SIGKILL between PutRecords and marking the rows published.
+CRASH_AFTER_PUBLISH_ENV = "FRAUDRT_TEST_CRASH_AFTER_PUBLISH"
 
 
 async def write_outbox(conn: Any, owner: str, emits: Sequence[Emit]) -> None:
@@ -96,6 +101,9 @@ class OutboxRelay:
             published: list[tuple[int, str, str]] = []
             for stream, stream_rows in by_stream.items():
                 published.extend(await self._publish(stream, stream_rows))
+            if published and os.environ.get(CRASH_AFTER_PUBLISH_ENV) == "1":
+                # Test-only crash point (tests/chaos/test_outbox_crash.py): published, not yet marked.
+                os.kill(os.getpid(), signal.SIGKILL)
             await conn.execute(
                 """
                 UPDATE rt_outbox o SET published_at = now(), shard_id = p.shard_id, sequence_number = p.seq
