@@ -184,6 +184,13 @@ async def get_object(settings: Settings, ref: str) -> dict[str, Any]:
 _S3_STACK = contextlib.AsyncExitStack()
 
 
+@pytest.fixture(scope="module", autouse=True)
+async def _close_s3_clients() -> AsyncIterator[None]:
+    yield
+    await _S3_STACK.aclose()
+    _S3_CLIENTS.clear()
+
+
 # ---------------------------------------------------------------- admission and evidence
 
 
