@@ -1,0 +1,283 @@
+"""Helpers for tests on the real embedded substrate: run ids, records, polling, in-process actors, packs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import asyncpg
+
+from fraudrt.config import Settings, project_root
+from fraudrt.runtime import Actor, ComponentContext, KinesisBus, PutEntry, apply_migrations, seq_key
+from fraudrt.runtime._reader import Delivery, ShardReader, lowest_checkpoint
+from fraudrt.runtime._runner import ActorRunner
+from fraudrt.substrate import ensure_stream, kinesis_client, wait_active
+
+ROOT = project_root()
+TEST_PACKS_DIR = Path(__file__).parent / "packs"
+MIGRATION_PACKAGES = ("fraudrt.runtime", "fraudrt.rtdl.archive_writer", "tests.support")
+
+T = TypeVar("T")
+
+
+def mint_run_id() -> str:
+    """A fresh `platform_YYYYMMDDTHHMMSSZ`, random enough that tests never share one."""
+    moment = datetime(2031, 1, 1, tzinfo=UTC) + timedelta(seconds=random.randrange(60 * 365 * 86400))
+    return "platform_" + moment.strftime("%Y%m%dT%H%M%SZ")
+
+
+def new_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}-"
+
+
+def record(run_id: str | None, **fields: Any) -> bytes:
+    """A JSON object with the two fields the reader peeks (and whatever else the test wants)."""
+    doc: dict[str, Any] = {"event_id": uuid.uuid4().hex, "event_type": "test_event"}
+    if run_id is not None:
+        doc["platform_run_id"] = run_id
+    doc.update(fields)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Ack:
+    """One acknowledged PutRecords entry."""
+
+    stream: str
+    shard_id: str
+    sequence_number: str
+    event_id: str | None
+    data: bytes
+
+
+def _event_id(data: bytes) -> str | None:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    return doc.get("event_id") if isinstance(doc, dict) else None
+
+
+async def put(bus: KinesisBus, stream: str, datas: Iterable[bytes], *,
+              keys: Iterable[str] | None = None) -> list[Ack]:
+    """PutRecords in 500s, retrying failed entries; every entry comes back acknowledged, in put order."""
+    items = list(datas)
+    pkeys = list(keys) if keys is not None else [uuid.uuid4().hex for _ in items]
+    acks: list[Ack] = []
+    for start in range(0, len(items), 500):
+        pending = list(zip(items[start:start + 500], pkeys[start:start + 500], strict=True))
+        for _attempt in range(20):
+            results = await bus.put_records(stream, [PutEntry(d, k) for d, k in pending])
+            failed = []
+            for (data, key), res in zip(pending, results, strict=True):
+                if res.ok:
+                    assert res.shard_id and res.sequence_number
+                    acks.append(Ack(stream, res.shard_id, res.sequence_number, _event_id(data), data))
+                else:
+                    failed.append((data, key))
+            if not failed:
+                break
+            pending = failed
+            await anyio.sleep(0.1)
+        else:
+            raise AssertionError(f"PutRecords kept failing for {len(pending)} entries on {stream}")
+    return acks
+
+
+async def read_all(bus: KinesisBus, stream: str) -> list[Any]:
+    """Every record on `stream` (all shards, from TRIM_HORIZON), straight from the bus."""
+    out: list[Any] = []
+    for shard in await bus.list_shards(stream):
+        iterator = await bus.get_shard_iterator(stream, shard)
+        while True:
+            result = await bus.get_records(stream, shard, iterator)
+            out.extend(result.records)
+            if not result.records and result.millis_behind == 0:
+                break
+            if result.next_iterator is None:
+                break
+            iterator = result.next_iterator
+    return out
+
+
+async def create_streams(settings: Settings, logical: Iterable[str], shards: int = 1) -> list[str]:
+    """Create (idempotently) the prefixed streams of `settings` for the given logical names."""
+    names = [settings.streams.name(n) for n in logical]
+    async with kinesis_client(settings.kinesis) as kinesis:
+        for name in names:
+            await ensure_stream(kinesis, name, shards)
+        await wait_active(kinesis, names)
+    return names
+
+
+async def wait_for(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], *, timeout: float = 30.0,
+                   interval: float = 0.1, what: str = "condition") -> T:
+    """Poll `probe` until `done(value)`; fail with the last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {value!r}")
+        await anyio.sleep(interval)
+
+
+# --------------------------------------------------------------------------- Postgres
+
+
+@asynccontextmanager
+async def open_pool(settings: Settings) -> Any:
+    assert settings.postgres.dsn, "the embedded substrate gives a DSN"
+    pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=1, max_size=6)
+    try:
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, *MIGRATION_PACKAGES)
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def handled(pool: Any, run_id: str, actor: str = "test_recorder") -> list[Any]:
+    """Rows of `test_handled` for the run, in the order they were committed."""
+    return list(await pool.fetch(
+        "SELECT stream, shard_id, sequence_number, event_id FROM test_handled "
+        "WHERE platform_run_id = $1 AND actor = $2 ORDER BY id", run_id, actor))
+
+
+async def checkpoints(pool: Any, actor: str, run_id: str) -> dict[tuple[str, str], str]:
+    rows = await pool.fetch("SELECT stream, shard_id, sequence_number FROM rt_checkpoints "
+                            "WHERE actor = $1 AND platform_run_id = $2", actor, run_id)
+    return {(r["stream"], r["shard_id"]): r["sequence_number"] for r in rows}
+
+
+# --------------------------------------------------------------------------- in-process actor
+
+
+class SpyBus(KinesisBus):
+    """The real bus client, remembering where each shard iterator was asked to start."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.iterator_requests: list[tuple[str, str, str | None]] = []
+
+    async def get_shard_iterator(self, stream: str, shard_id: str, *, after_sequence: str | None = None,
+                                 at_sequence: str | None = None) -> str:
+        self.iterator_requests.append((stream, shard_id, after_sequence))
+        return await super().get_shard_iterator(stream, shard_id, after_sequence=after_sequence,
+                                                at_sequence=at_sequence)
+
+
+class LocalActor:
+    """Run one actor in this process wired the way a pack wires it: a ShardReader per shard of each
+    subscribed stream, started after the actor's checkpoint, feeding an ActorRunner that commits to
+    Postgres. Use as `async with LocalActor(...) as la:`; leaving drains (stopping event) and waits."""
+
+    def __init__(self, settings: Settings, actor: Actor, run_id: str, pool: Any, bus: KinesisBus,
+                 *, pack_id: str = "test_in_process", queue_depth: int = 4) -> None:
+        self.actor = actor
+        self.bus = bus
+        self.ctx = ComponentContext(settings=settings, platform_run_id=run_id, pack_id=pack_id, pool=pool)
+        self.queue_depth = queue_depth
+        self.runner: ActorRunner | None = None
+        self.readers: list[ShardReader] = []
+        self._tg: Any = None
+
+    async def __aenter__(self) -> LocalActor:
+        send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=self.queue_depth)
+        self.runner = ActorRunner(self.actor, self.ctx, receive, relay=None)
+        cps = await self.runner.load()
+        for stream in self.actor.subscriptions(self.ctx.settings):
+            for shard in await self.bus.list_shards(stream):
+                start = lowest_checkpoint([cps.get((stream, shard))])
+                self.readers.append(ShardReader(self.bus, stream, shard, [send], start))
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self.runner.run)
+        for reader in self.readers:
+            self._tg.start_soon(reader.run, self.ctx.stopping)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        self.ctx.stopping.set()
+        result: bool | None = await self._tg.__aexit__(*exc)
+        return result
+
+    @property
+    def stats(self) -> Any:
+        assert self.runner is not None
+        return self.runner.stats
+
+
+def by_shard(rows: Iterable[Any]) -> dict[str, list[str]]:
+    """shard_id -> sequence numbers, in the given order (Ack or Record rows)."""
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        shard = row.shard_id if hasattr(row, "shard_id") else row["shard_id"]
+        seq = row.sequence_number if hasattr(row, "sequence_number") else row["sequence_number"]
+        out.setdefault(shard, []).append(seq)
+    return out
+
+
+def is_sorted_seq(seqs: list[str]) -> bool:
+    return all(seq_key(a) < seq_key(b) for a, b in itertools.pairwise(seqs))
+
+
+# --------------------------------------------------------------------------- pack processes
+
+
+def pack_env(settings_env: Mapping[str, str], *, test_packs: bool = False, **extra: str) -> dict[str, str]:
+    """The whole environment for a pack process (and the CLI) that resolves to `settings_env`'s settings."""
+    env = {**os.environ, **settings_env, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env.pop("PLATFORM_RUN_ID", None)
+    if test_packs:
+        env["FRAUDRT_PACKS_DIR"] = str(TEST_PACKS_DIR)
+    else:
+        env.pop("FRAUDRT_PACKS_DIR", None)
+    return env
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One test's private corner of the session substrate: stream prefix, runs root, run id."""
+
+    settings: Settings
+    env: dict[str, str]
+    prefix: str
+    run_id: str
+
+
+def make_scope(substrate: Any, runs_root: Path, *, test_packs: bool = False) -> Scope:
+    prefix = new_prefix()
+    overrides = {"FRAUDRT_STREAM_PREFIX": prefix, "FRAUDRT_RUNS_ROOT": str(runs_root)}
+    settings = substrate.settings_for(**overrides)
+    env = pack_env({**substrate.env, **overrides}, test_packs=test_packs)
+    return Scope(settings, env, prefix, mint_run_id())
+
+
+def kill_pack(settings: Settings, pack_id: str) -> None:
+    """SIGKILL a pack process recorded in `settings`' operate dir, if it still runs (test teardown)."""
+    from fraudrt._daemon import kill
+    from fraudrt.runtime import load_pack_state
+
+    state = load_pack_state(settings, pack_id)
+    if state is not None:
+        kill(state.process)
