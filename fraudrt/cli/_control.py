@@ -8,7 +8,11 @@ import click
 import msgspec
 
 from fraudrt.control_ingress.scenario_runner import ReadyRequest, ScenarioRunnerError, sr_ready
-from fraudrt.control_ingress.world_stream_producer import ReadyConsumerOnceRequest, ready_consumer_once
+from fraudrt.control_ingress.world_stream_producer import (
+    IgRetryExhausted,
+    ReadyConsumerOnceRequest,
+    ready_consumer_once,
+)
 from fraudrt.runtime import RunError, active_run_id
 
 from ._common import CliState, echo_json, pass_state, run_async
@@ -69,9 +73,12 @@ def ready_consumer_cmd(state: CliState, once: bool, max_events_per_output: int |
         platform_run_id = active_run_id(settings)
     except RunError as exc:
         raise click.ClickException(str(exc)) from exc
-    result = run_async(ready_consumer_once, settings,
-                       ReadyConsumerOnceRequest(platform_run_id=platform_run_id,
-                                                max_events_per_output=max_events_per_output))
+    try:
+        result = run_async(ready_consumer_once, settings,
+                           ReadyConsumerOnceRequest(platform_run_id=platform_run_id,
+                                                    max_events_per_output=max_events_per_output))
+    except IgRetryExhausted as exc:
+        raise click.ClickException(f"{exc}; run again to resume from the checkpoint") from exc
     echo_json(msgspec.to_builtins(result))
     if any(s.status != "STREAMED" for s in result.streams):
         raise SystemExit(1)

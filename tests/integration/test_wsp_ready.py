@@ -112,3 +112,33 @@ async def test_one_shot_consumer_streams_once_then_only_sees_duplicates(
 
 async def _value(n: int) -> int:
     return n
+
+
+async def test_cli_ready_consumer_once_streams_with_the_env_cap(substrate: Any, tmp_path: Path, pool: Any,
+                                                                fake_ig: FakeIg) -> None:
+    import json
+    import subprocess
+
+    scope = make_scope(substrate, tmp_path / "runs")
+    await create_streams(scope.settings, ["control"])
+    world = await oracle_world(scope.settings, tmp_path / "w", n_flows=5)
+    await sr_ready(scope.settings, ready_request(scope.run_id, world, f"k_{uuid.uuid4().hex[:8]}"))
+    env = {**scope.env, "PLATFORM_RUN_ID": scope.run_id, "IG_INGEST_URL": fake_ig.url,
+           "WSP_MAX_EVENTS_PER_OUTPUT": "3"}
+
+    def once(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fraudrt", "wsp", "ready-consumer", "--once", *extra], env=env,
+                              cwd=project_root(), capture_output=True, text=True, timeout=120)
+
+    first = await anyio.to_thread.run_sync(once)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out["ready_recorded"] == 1 and [s["status"] for s in out["streams"]] == ["STREAMED"]
+    assert len(fake_ig.admitted) == 12  # 3 per output, from WSP_MAX_EVENTS_PER_OUTPUT
+    second = await anyio.to_thread.run_sync(lambda: once("--max-events-per-output", "5"))
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["ready_duplicate"] == 1 and len(fake_ig.admitted) == 12
+    refused = await anyio.to_thread.run_sync(lambda: subprocess.run(
+        [sys.executable, "-m", "fraudrt", "wsp", "ready-consumer"], env=env, cwd=project_root(),
+        capture_output=True, text=True, timeout=60))
+    assert refused.returncode != 0 and "pack up control_ingress" in refused.stderr

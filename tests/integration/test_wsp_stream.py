@@ -312,3 +312,23 @@ async def test_actor_records_ready_streams_it_and_turns_red_on_failure(substrate
     assert actor.metrics()["streams_failed_total"] == 1
     # FAILED is terminal: nothing is picked up again.
     assert await actor.stream_open_runs(ctx) == []
+
+
+async def test_speedup_paces_the_merged_clock(substrate: Any, tmp_path: Path, pool: Any, fake_ig: FakeIg) -> None:
+    from fraudrt.contracts import parse_ts_utc
+
+    p = await prepare(substrate, tmp_path, pool, n_flows=8)
+    capped = [parse_ts_utc(row["ts_utc"]).timestamp() for oid in FRAUD_OUTPUTS for row in p.world.rows[oid][:5]]
+    span = max(capped) - min(capped)
+    assert span > 0
+    speedup = span / 1.2  # the capped events' event-time span, replayed in ~1.2 s of wall time
+    started = time.monotonic()
+    result = await stream_ready_run(p.settings, pool, request_for(p, fake_ig, speedup=speedup, push_batch_size=100,
+                                                                  max_events_per_output=5), WspStats(), anyio.Event())
+    elapsed = time.monotonic() - started
+    assert result.status == "STREAMED" and result.emitted == dict.fromkeys(FRAUD_OUTPUTS, 5)
+    assert 1.1 <= elapsed < 6, elapsed
+    # Events due later are not held back to fill a batch: several pushes spread over the replay.
+    assert fake_ig.requests >= 3
+    spread = fake_ig.request_times[-1] - fake_ig.request_times[0]
+    assert spread >= 0.9, spread
