@@ -18,6 +18,7 @@ from typing import Any, Final
 import msgspec
 
 from ._errors import DependencyDown
+from ._s3put import LeanS3Put
 
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -35,10 +36,15 @@ def quarantine_key(platform_run_id: str, quarantine_id: str) -> str:
 
 
 class ObjectWriter:
-    """PUTs many small objects concurrently, at most `concurrency` in flight (the S3 client's pool size)."""
+    """PUTs many small objects concurrently, at most `concurrency` in flight (the S3 client's pool size).
 
-    def __init__(self, s3: Any, bucket: str, *, concurrency: int = 64) -> None:
+    `s3` is an aiobotocore client (used for the probe, and for PUTs unless `lean` is given); `lean` is
+    the fast PUT path (`LeanS3Put`) where the profile allows it.
+    """
+
+    def __init__(self, s3: Any, bucket: str, *, concurrency: int = 64, lean: LeanS3Put | None = None) -> None:
         self.s3 = s3
+        self.lean = lean
         self.bucket = bucket
         self.concurrency = concurrency
         self.puts_total = 0
@@ -49,6 +55,9 @@ class ObjectWriter:
         return f"s3://{self.bucket}/{key}"
 
     async def _put(self, key: str, body: bytes) -> None:
+        if self.lean is not None:
+            await self.lean.put(self.bucket, key, body)
+            return
         await self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
 
     async def put_many(self, objects: Sequence[tuple[str, Any]]) -> None:

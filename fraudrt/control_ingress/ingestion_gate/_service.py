@@ -28,6 +28,7 @@ from ._gate import CRASH_HOOK_ENV, Gate, GateConfig
 from ._http import IgHttp
 from ._policy import Policy, load_policy
 from ._publish import Publisher
+from ._s3put import LeanS3Put
 from ._store import AdmissionStore
 
 
@@ -85,6 +86,8 @@ class IngestionGate(Service):
                                      "content_digest": self.policy.rev.content_digest}
         if self.port is not None:
             details["port"] = self.port
+        if self._writer is not None:
+            details["s3_put_client"] = "lean" if self._writer.lean is not None else "aiobotocore"
         return details
 
     def metrics(self) -> dict[str, Any]:
@@ -189,7 +192,10 @@ class IngestionGate(Service):
             bus = await stack.enter_async_context(KinesisBus(settings.kinesis))
             s3 = await stack.enter_async_context(s3_client(settings.s3, max_pool_connections=concurrency))
             store = AdmissionStore(ctx.pool, timeout=_option(ctx, "db_timeout_seconds", "IG_DB_TIMEOUT_SECONDS", 5.0))
-            self._writer = writer = ObjectWriter(s3, settings.buckets.platform, concurrency=concurrency)
+            lean = None
+            if LeanS3Put.supported(settings.s3) and os.environ.get("IG_S3_CLIENT", "lean") == "lean":
+                lean = await stack.enter_async_context(LeanS3Put(settings.s3, concurrency=concurrency))
+            self._writer = writer = ObjectWriter(s3, settings.buckets.platform, concurrency=concurrency, lean=lean)
             self._publisher = publisher = Publisher(
                 bus, budget_seconds=_option(ctx, "publish_budget_seconds", "IG_PUBLISH_BUDGET_SECONDS", 10.0))
             config = GateConfig(
