@@ -85,7 +85,8 @@ class ShardReader:
         return await self.bus.get_shard_iterator(self.stream, self.shard_id, after_sequence=after)
 
     async def run(self, stopping: anyio.Event) -> None:
-        last = self.start_after
+        # A supervisor restart resumes after what this reader already delivered, not from the start.
+        last = self.stats.last_sequence or self.start_after
         iterator: str | None = None
         idle = self.idle_sleep_min
         failures = 0
@@ -117,10 +118,11 @@ class ShardReader:
                 inbound = [to_inbound(r) for r in result.records]
                 last = inbound[-1].sequence_number
                 self.stats.records += len(inbound)
-                self.stats.last_sequence = last
                 delivery = Delivery(self.stream, self.shard_id, inbound, result.millis_behind)
                 for queue in self.subscribers:
                     await queue.send(delivery)
+                # Only once every subscriber has it: a restart resumes after this point.
+                self.stats.last_sequence = last
                 idle = self.idle_sleep_min
             else:
                 self.stats.empty_reads += 1

@@ -60,6 +60,7 @@ class ActorRunner:
         self.max_attempts = max_attempts
         self.stats = ActorStats()
         self.checkpoints: dict[CheckpointKey, str] = {}
+        self._in_hand: list[Delivery] | None = None
         self.log = logging.getLogger(f"fraudrt.{actor.name}")
 
     async def load(self) -> dict[CheckpointKey, str]:
@@ -87,11 +88,16 @@ class ActorRunner:
         await self.actor.start(self.ctx)
         try:
             while not self.ctx.stopping.is_set():
-                deliveries = await self._next_batch()
+                # Deliveries taken off the queue stay in hand until committed: if this run crashes,
+                # the restarted run processes them again (already-committed records are dropped by
+                # checkpoint), because the shared reader has moved on and will not re-send them.
+                deliveries = self._in_hand or await self._next_batch()
                 if deliveries:
+                    self._in_hand = deliveries
                     # Shielded: a drain request never interrupts a commit half way.
                     with anyio.CancelScope(shield=True):
                         await self._process(deliveries)
+                    self._in_hand = None
         finally:
             with anyio.CancelScope(shield=True):
                 await self.actor.stop()

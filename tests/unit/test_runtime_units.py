@@ -205,6 +205,35 @@ async def test_runner_gates_other_runs_and_dead_letters_unreadable_records() -> 
     assert saved == [[("collect", "s", "shardId-000000000000", RUN, "5", 5)]]
 
 
+async def test_a_runner_that_crashes_mid_batch_reprocesses_what_it_had_in_hand() -> None:
+    # The shared reader never re-sends a delivery, so a crash that escapes the runner (here: the
+    # database refusing every commit, dead-letter included) must not drop what it took off the queue.
+    actor, pool = _Collect(), _Pool()
+    ctx = ComponentContext(settings=Settings(profile="unit"), platform_run_id=RUN, pack_id="p", pool=pool)
+    send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
+    runner = ActorRunner(actor, ctx, receive, None, max_attempts=1)
+    original = pool.conn.executemany
+
+    async def refuse(sql: str, rows: list[Any]) -> None:
+        raise ConnectionError("database went away")
+
+    pool.conn.executemany = refuse  # type: ignore[method-assign]
+    await send.send(_delivery(_inbound("1"), _inbound("2")))
+    with pytest.raises(ConnectionError):
+        await runner.run()
+    assert runner.checkpoints == {}, "nothing was committed"
+    pool.conn.executemany = original  # type: ignore[method-assign]
+    ctx.stopping = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.run)
+        with anyio.fail_after(5):
+            while runner.checkpoints.get(("s", "shardId-000000000000")) != "2":
+                await anyio.sleep(0.01)
+        ctx.stopping.set()
+    assert actor.seen[-2:] == ["1", "2"]
+    assert runner.checkpoints[("s", "shardId-000000000000")] == "2"
+
+
 # --------------------------------------------------------------------------- supervision
 
 
