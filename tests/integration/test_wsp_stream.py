@@ -332,3 +332,21 @@ async def test_speedup_paces_the_merged_clock(substrate: Any, tmp_path: Path, po
     assert fake_ig.requests >= 3
     spread = fake_ig.request_times[-1] - fake_ig.request_times[0]
     assert spread >= 0.9, spread
+
+
+async def test_drain_during_a_long_retry_after_stops_promptly(substrate: Any, tmp_path: Path, pool: Any,
+                                                              fake_ig: FakeIg) -> None:
+    p = await prepare(substrate, tmp_path, pool, n_flows=4)
+    fake_ig.fail_first, fake_ig.retry_after = 1000, "30"
+    stopping = anyio.Event()
+
+    def drain_on_first(ig: FakeIg) -> None:
+        if ig.requests == 1:
+            stopping.set()
+
+    fake_ig.on_request = drain_on_first
+    started = time.monotonic()
+    result = await stream_ready_run(p.settings, pool, request_for(p, fake_ig), WspStats(), stopping)
+    assert result.status == "STOPPED"
+    assert time.monotonic() - started < 10  # not the 30 s Retry-After
+    assert sum(result.emitted.values()) == 0 and fake_ig.admitted == []

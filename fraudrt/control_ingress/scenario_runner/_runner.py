@@ -273,7 +273,8 @@ async def _ready(settings: Settings, request: ReadyRequest) -> ReadyResult:
             log.info("SR: READY committed scenario_run_id=%s platform_run_id=%s message_id=%s facts_view_ref=%s "
                      "bundle_hash=%s outputs=%s", srid, prid, message_id, facts_key, bundle, ",".join(intended))
 
-            kind = "READY" if created and not existed else "READY_REEMIT"
+            # First READY of this scenario run in this platform run, or a re-emit of the stored one.
+            kind = "READY" if created else "READY_REEMIT"
             message = ControlMessage(message_id=message_id, published_at_utc=utc_now_ts(),
                                      attributes=ControlAttributes(kind=kind, run_id=srid),  # type: ignore[arg-type]
                                      partition_key=srid, payload=payload)

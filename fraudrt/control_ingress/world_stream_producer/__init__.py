@@ -10,7 +10,7 @@ from ._actor import WorldStreamProducer, ig_base_url, wsp_api_key
 from ._merge import BatchSource, merge_by_event_time
 from ._once import ReadyConsumerOnceRequest, ReadyConsumerOnceResult, ready_consumer_once
 from ._progress import Position, PrefixTracker
-from ._push import IgPusher, IgRejected, IgRetryExhausted, PushStats, RetryPolicy, ingest_url
+from ._push import IgPusher, IgRejected, IgRetryExhausted, PushAbandoned, PushStats, RetryPolicy, ingest_url
 from ._source import SourceStats, StreamViewChanged, StreamViewSource, ViewRow, arrow_s3
 from ._store import SQL_PACKAGE, Checkpoint, ReadyOutcome, load_checkpoints, record_ready
 from ._stream import PRODUCER, StreamFailed, StreamRequest, StreamResult, WspStats, stream_ready_run
@@ -25,6 +25,7 @@ __all__ = [
     "IgRetryExhausted",
     "Position",
     "PrefixTracker",
+    "PushAbandoned",
     "PushStats",
     "ReadyConsumerOnceRequest",
     "ReadyConsumerOnceResult",

@@ -37,6 +37,10 @@ class IgRetryExhausted(Exception):
     """Transient failures outlasted the retry budget; the stream resumes from its checkpoint later."""
 
 
+class PushAbandoned(Exception):
+    """A drain was requested while waiting to retry: the batch stays unacknowledged (re-sent on resume)."""
+
+
 class _Result(msgspec.Struct):
     index: int
     decision: str
@@ -93,7 +97,9 @@ def _retry_after(value: str | None) -> float | None:
 
 class IgPusher:
     def __init__(self, session: aiohttp.ClientSession, url: str, api_key: str | None, *,
-                 retry: RetryPolicy | None = None, stats: PushStats | None = None) -> None:
+                 retry: RetryPolicy | None = None, stats: PushStats | None = None,
+                 stopping: anyio.Event | None = None) -> None:
+        self._stopping = stopping
         self._session = session
         self._url = ingest_url(url)
         self._headers = {"Content-Type": "application/json"}
@@ -157,7 +163,14 @@ class IgPusher:
             self.stats.retries += 1
             delay = self.retry.delay(attempt, retry_after)
             log.warning("WSP push retry %d/%d in %.2fs: %s", attempt, self.retry.max_attempts, delay, reason)
-            await anyio.sleep(delay)
+            if self._stopping is None:
+                await anyio.sleep(delay)
+                continue
+            # A drain must not wait out a long backoff: the batch is simply re-sent after restart.
+            with anyio.move_on_after(delay):
+                await self._stopping.wait()
+            if self._stopping.is_set():
+                raise PushAbandoned(f"drain requested while retrying ({reason})")
         self.stats.events += len(envelopes)
         return [d or "" for d in decisions]
 

@@ -27,7 +27,7 @@ from fraudrt.substrate import s3_client, split_s3_uri
 
 from ._merge import merge_by_event_time
 from ._progress import PrefixTracker
-from ._push import IgPusher, IgRejected, PushStats, RetryPolicy
+from ._push import IgPusher, IgRejected, PushAbandoned, PushStats, RetryPolicy
 from ._source import SourceStats, StreamViewChanged, StreamViewSource, ViewRow, arrow_s3
 from ._store import Checkpoint, load_checkpoints, save_checkpoints
 
@@ -191,7 +191,8 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
 
     try:
         async with aiohttp.ClientSession() as session:
-            pusher = IgPusher(session, request.ig_url, request.api_key, retry=request.retry, stats=stats.push)
+            pusher = IgPusher(session, request.ig_url, request.api_key, retry=request.retry, stats=stats.push,
+                              stopping=stopping)
             send, receive = anyio.create_memory_object_stream[_Batch](max_buffer_size=max(1, request.push_concurrency))
             async with anyio.create_task_group() as tg:
                 for _ in range(max(1, request.push_concurrency)):
@@ -204,6 +205,8 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
                     status = "STOPPED"
     except* IgRejected as group:
         status, reason = "FAILED", str(group.exceptions[0])
+    except* PushAbandoned:
+        status = "STOPPED"
     except* StreamViewChanged as group:
         status, reason = "FAILED", f"STREAM_VIEW_CHANGED: {group.exceptions[0]}"
     finally:
