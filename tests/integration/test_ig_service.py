@@ -94,6 +94,7 @@ class RunningIg:
     key: str
     settings: Settings
     run_id: str
+    ctx: ComponentContext | None = None
 
     def headers(self) -> dict[str, str]:
         return {"X-IG-Api-Key": self.key}
@@ -116,7 +117,7 @@ async def running_ig(settings: Settings, run_id: str, *, dsn: str | None = None,
             task.result()
         assert service.ready.is_set(), "IG did not start"
         try:
-            yield RunningIg(service, f"http://127.0.0.1:{service.port}", ig_api_key(settings), settings, run_id)
+            yield RunningIg(service, f"http://127.0.0.1:{service.port}", ig_api_key(settings), settings, run_id, ctx)
         finally:
             ctx.stopping.set()
             await asyncio.wait_for(task, 30)
@@ -358,6 +359,22 @@ async def test_malformed_json_400_and_oversize_413(private_streams: Settings, ht
         assert status == 413 and body["error"] == "BATCH_TOO_LARGE"
         status, body, _ = await push(http, ig, {"events": []})
         assert status == 200 and body["results"] == []
+
+
+async def test_stop_drains_in_flight_pushes_and_logs_summary(private_streams: Settings, http: aiohttp.ClientSession,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="fraudrt.ingestion_gate")
+    async with running_ig(private_streams, new_run_id(), options={"summary_interval_seconds": 0.2}) as ig:
+        assert ig.ctx is not None
+        events = [traffic(ig.run_id, i) for i in range(500)]
+        pushing = asyncio.create_task(push(http, ig, {"events": events}))
+        await asyncio.sleep(0.05)  # the push is in flight ...
+        ig.ctx.stopping.set()  # ... when the stop arrives
+        status, body, _ = await pushing
+        assert status == 200 and body["admit"] == 500
+        await asyncio.sleep(0)
+    assert any("IG summary admit=500 duplicate=0 quarantine=0" in r.getMessage() for r in caplog.records)
+    assert any(r.getMessage() == "IG stopped" for r in caplog.records)
 
 
 # ---------------------------------------------------------------- Postgres down

@@ -9,6 +9,7 @@ and a periodic `IG summary admit=… duplicate=… quarantine=…` log line.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -30,6 +31,9 @@ from ._policy import Policy, load_policy
 from ._publish import Publisher
 from ._s3put import LeanS3Put
 from ._store import AdmissionStore
+
+# The contract name (the pack routes it to logs/ig_service.log), whatever logger the context carries.
+log = logging.getLogger("fraudrt.ingestion_gate")
 
 
 def _option(ctx: ComponentContext, name: str, env: str, default: float) -> float:
@@ -153,9 +157,9 @@ class IngestionGate(Service):
                 while await gate.heal_once() > 0:
                     pass
             except (DependencyDown, StillInFlight) as exc:
-                ctx.logger.warning("IG heal deferred: %s", exc)
+                log.warning("IG heal deferred: %s", exc)
             except Exception:
-                ctx.logger.exception("IG heal failed")
+                log.exception("IG heal failed")
             await self._sleep(ctx, interval)
 
     async def _summary_loop(self, ctx: ComponentContext, interval: float) -> None:
@@ -166,7 +170,7 @@ class IngestionGate(Service):
     def _log_summary(self, ctx: ComponentContext) -> None:
         m = self.metrics()
         state, reasons = self.health()
-        ctx.logger.info("IG summary admit=%d duplicate=%d quarantine=%d publish_retries=%d healed=%d health=%s%s",
+        log.info("IG summary admit=%d duplicate=%d quarantine=%d publish_retries=%d healed=%d health=%s%s",
                         m.get("admit_total", 0), m.get("duplicate_total", 0), m.get("quarantine_total", 0),
                         m.get("publish_retries_total", 0), m.get("healed_total", 0), state,
                         f" reasons={','.join(reasons)}" if reasons else "")
@@ -180,7 +184,6 @@ class IngestionGate(Service):
 
     async def run(self, ctx: ComponentContext) -> None:
         settings = ctx.settings
-        log = ctx.logger
         self.policy = policy = load_policy(settings)
         keys = KeyRing(load_api_keys(settings))
         heal_lease = _option(ctx, "heal_lease_seconds", "IG_HEAL_LEASE_SECONDS", 60.0)
