@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 
 from fraudrt.config import Settings, load_settings
 from fraudrt.runtime import active_run_id, list_manifests, run_dir
+
+from ._evidence import bus_events_by_type, count_objects, in_scope_streams
 
 PASS, FAIL, MISSING = "PASS", "FAIL", "MISSING"
 
@@ -63,9 +67,11 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900.0) 
                           env=env, timeout=timeout)
 
 
+_NOT_BUILT = re.compile(r"(\w+): (?:module \S+ does not exist yet|\S+ has no \w+)")
+
+
 def _not_built(text: str) -> str:
-    names = sorted({part.split(":")[0].strip().split()[-1] for part in text.split(";") if "does not exist" in part})
-    return "components not built yet: " + ", ".join(names)
+    return "components not built yet: " + ", ".join(sorted(set(_NOT_BUILT.findall(text))))
 
 
 def _missing_command(proc: subprocess.CompletedProcess[str]) -> bool:
@@ -170,6 +176,25 @@ def _evidence_checks(c: _Closeout, settings: Settings, run_id: str) -> None:
     c.check("11.1 WSP emitted per output", wsp_emitted)
 
 
+def _ingress_checks(c: _Closeout, settings: Settings, run_id: str) -> None:
+    """Seed step 7: exactly N admitted events per in-scope output on Kinesis, each with a receipt."""
+    want = c.req.events_per_output
+    by_type = anyio.run(bus_events_by_type, settings, in_scope_streams(settings, c.req.mode), run_id)
+    if not by_type:
+        c.record("7 admitted events on Kinesis", FAIL, "no event of this run on the traffic/context streams")
+        return
+    off = {t: v for t, v in by_type.items() if v["distinct"] != want}
+    detail = ", ".join(f"{t}={v['distinct']}" for t, v in sorted(by_type.items()))
+    c.record("7 admitted events on Kinesis", FAIL if off or len(by_type) < 4 else PASS,
+             f"distinct events per output (want {want} for 4 outputs): {detail}")
+    admitted = sum(v["distinct"] for v in by_type.values())
+    receipts = anyio.run(count_objects, settings, settings.buckets.platform, f"{run_id}/ig/receipts/")
+    layout = settings.ig.receipts_layout
+    ok = receipts >= admitted if layout == "per_event" else receipts > 0
+    c.record("7 IG receipts in the object store", PASS if ok else FAIL,
+             f"{receipts} receipt object(s) ({layout}) for {admitted} admitted events")
+
+
 def run_parity(req: ParityRequest, progress: Callable[[str], None] = print) -> ParityReport:
     c = _Closeout(req, progress)
     if req.clean:
@@ -188,12 +213,13 @@ def run_parity(req: ParityRequest, progress: Callable[[str], None] = print) -> P
     c.report.platform_run_id = run_id
     for manifest in list_manifests():
         c.step(f"3 pack up {manifest.short_name}", "pack", "up", manifest.short_name)
-    world = settings.home + f"/worlds/parity-seed{req.seed}"
-    gen = c.step("4.0 engine generate", "engine", "generate", "--out", world, "--seed", str(req.seed),
-                 "--flows", str(req.flows), "--scenario-id", req.scenario_id, "--overwrite")
+    worlds = settings.home + f"/worlds/parity-seed{req.seed}"
+    gen = c.step("4.0 engine generate", "engine", "generate", "--out", worlds, "--seed", str(req.seed),
+                 "--flows", str(req.flows), "--scenario-id", req.scenario_id, "--overwrite", "--json")
     if gen:
-        engine_root = f"s3://{settings.buckets.oracle}/parity-seed{req.seed}"
-        c.env.update(ORACLE_SYNC_SOURCE=world, ORACLE_ENGINE_RUN_ROOT=engine_root,
+        summary = json.loads(gen.stdout)
+        engine_root = f"s3://{settings.buckets.oracle}/parity/{summary['run_id']}"
+        c.env.update(ORACLE_SYNC_SOURCE=summary["engine_run_root"], ORACLE_ENGINE_RUN_ROOT=engine_root,
                      ORACLE_SCENARIO_ID=req.scenario_id)
         c.step("4.1 oracle sync", "oracle", "sync")
         c.step("4.2 oracle pack", "oracle", "pack")
@@ -208,6 +234,7 @@ def run_parity(req: ParityRequest, progress: Callable[[str], None] = print) -> P
             break
         time.sleep(2.0)
     c.step("3 pack status all", "pack", "status", "all")
+    _ingress_checks(c, settings, run_id)
     _evidence_checks(c, settings, run_id)
     if not req.keep_running:
         for manifest in reversed(list_manifests()):
