@@ -129,6 +129,8 @@ def child(mode: str, files: list[str], out: Path, budget_mb: int, rows_per_part:
 
 
 def run_child(mode: str, files_json: Path, out: Path, budget_mb: int, rows_per_part: int) -> dict[str, Any]:
+    # The 1-minute load average before the run: on a shared machine it says how much to trust a number.
+    load = os.getloadavg()[0]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -156,6 +158,7 @@ def run_child(mode: str, files_json: Path, out: Path, budget_mb: int, rows_per_p
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     result["peak_rss_mib"] = round(usage.ru_maxrss / 1024)  # Linux: KiB
     result["budget_mb"] = budget_mb
+    result["load_before"] = round(load, 2)
     shutil.rmtree(out, ignore_errors=True)
     return result
 
@@ -171,6 +174,7 @@ def main() -> None:
     ap.add_argument("--rows-per-part", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--modes", default="copy-polars,copy-duckdb,fraudrt,duckdb,fraudrt-spill,duckdb-spill")
+    ap.add_argument("--sweep", default="", help="extra fraudrt runs at these budgets (MB), e.g. 256,512,1024")
     ap.add_argument("--work", default="/tmp/fraudrt-bench-oracle")
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args()
@@ -194,9 +198,20 @@ def main() -> None:
             runs[mode].append(r)
             print(
                 f"[{i + 1}/{args.repeat}] {mode:14} {r['seconds']:7.2f}s {r['rows'] / r['seconds'] / 1e6:6.2f} Mrows/s"
-                f" rss {r['peak_rss_mib']:6} MiB {r.get('strategy', '')}",
+                f" rss {r['peak_rss_mib']:6} MiB load {r['load_before']:4.1f} {r.get('strategy', '')}",
                 file=sys.stderr,
             )
+    for budget in [int(b) for b in args.sweep.split(",") if b]:
+        # RSS against budget: the same sort at several budgets (each a separate process).
+        mode = f"fraudrt@{budget}"
+        modes.append(mode)
+        r = run_child("fraudrt", files_json, work / "out", budget, args.rows_per_part)
+        r["mode"] = mode
+        runs[mode] = [r]
+        print(
+            f"[sweep] {mode:14} {r['seconds']:7.2f}s rss {r['peak_rss_mib']:6} MiB {r.get('strategy', '')}",
+            file=sys.stderr,
+        )
     summary = []
     for mode in modes:
         secs = statistics.median(r["seconds"] for r in runs[mode])
@@ -211,10 +226,17 @@ def main() -> None:
                 "max_s": round(max(r["seconds"] for r in runs[mode]), 2),
                 "mrows_per_s": round(rows / secs / 1e6, 3),
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in runs[mode]),
+                "load_before": [r["load_before"] for r in runs[mode]],
                 **{k: runs[mode][0][k] for k in ("strategy", "units", "spill_mib") if k in runs[mode][0]},
             }
         )
-    doc = {"machine": machine(), "input_files": len(files), "input_mib": round(size_mib), "runs": summary}
+    doc = {
+        "machine": machine(),
+        "input_files": len(files),
+        "input_mib": round(size_mib),
+        "runs": summary,
+        "all_runs": runs,
+    }
     print("| mode | budget MB | rows | median s (min-max) | M rows/s | peak RSS MiB |")
     print("|---|---|---|---|---|---|")
     for s in summary:

@@ -148,6 +148,7 @@ class _Plan:
     rows: tuple[int, ...]
     dictionary_columns: tuple[str, ...]
     bytes_per_row: float
+    max_row_group_rows: int
 
 
 def _same_schema(a: pa.Schema, b: pa.Schema) -> bool:
@@ -170,8 +171,11 @@ def _plan(sources: Sequence[SourceFile], ts_column: str) -> _Plan:
     rows: list[int] = []
     offsets: list[int] = []
     total = 0
+    max_rg = 1
     for s in sources:
-        n = pq.ParquetFile(s.path).metadata.num_rows
+        meta = pq.ParquetFile(s.path).metadata
+        n = meta.num_rows
+        max_rg = max([max_rg] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
         offsets.append(total)
         rows.append(n)
         total += n
@@ -205,6 +209,7 @@ def _plan(sources: Sequence[SourceFile], ts_column: str) -> _Plan:
         rows=tuple(rows),
         dictionary_columns=tuple(dict_cols),
         bytes_per_row=bytes_per_row,
+        max_row_group_rows=max_rg,
     )
 
 
@@ -248,9 +253,10 @@ def _iter_source_frames(
 
 
 _END = object()
+_PREFETCH_DEPTH = 2
 
 
-def _prefetch(it: Iterator[pl.DataFrame], depth: int = 2) -> Iterator[pl.DataFrame]:
+def _prefetch(it: Iterator[pl.DataFrame], depth: int = _PREFETCH_DEPTH) -> Iterator[pl.DataFrame]:
     """Run `it` on a background thread, `depth` items ahead: decoding the next row group overlaps the
     caller's work on this one. Bounded, so memory grows by at most `depth` row groups."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
@@ -356,19 +362,21 @@ class _Emitter:
             checksum = RowChecksum()
             checksum.add(data)
             ts = data[cfg.ts_column]
-            table = data.to_arrow()
-            pq.write_table(
-                table,
-                path,
-                compression=cfg.compression,
-                row_group_size=cfg.row_group_rows,
-                store_schema=False,
-                write_statistics=True,
-            )
+            # Row group by row group: only one row group's Arrow copy exists at a time per writer, so
+            # writer memory is bounded by row_group_rows, not by rows_per_part.
+            step = max(1, cfg.row_group_rows)
+            first = data.slice(0, step).to_arrow()
+            with pq.ParquetWriter(
+                path, first.schema, compression=cfg.compression, store_schema=False, write_statistics=True
+            ) as writer:
+                writer.write_table(first, row_group_size=step)
+                del first
+                for offset in range(step, data.height, step):
+                    writer.write_table(data.slice(offset, step).to_arrow(), row_group_size=step)
             part = PartWritten(
                 index=index,
                 path=str(path),
-                rows=table.num_rows,
+                rows=data.height,
                 bytes=path.stat().st_size,
                 sha256=_sha256_file(path),
                 first_ts=str(ts[0]),
@@ -466,6 +474,7 @@ def _partition(
     n_ranges: int,
     spill_dir: Path,
     cfg: SortConfig,
+    unit_budget: int,
     on_frame: Callable[[pl.DataFrame], None],
     progress: Progress,
 ) -> _SpillBuckets:
@@ -483,7 +492,7 @@ def _partition(
         sample = pl.Series("k", [0], dtype=pl.Int128)
     bounds = _boundaries(sample, n_ranges)
     n = len(bounds) + 1
-    buckets = _SpillBuckets(spill_dir, n, max(16 * 1024**2, cfg.memory_budget_bytes // 3), cfg.spill_compression)
+    buckets = _SpillBuckets(spill_dir, n, max(16 * 1024**2, unit_budget // 2), cfg.spill_compression)
     done = 0
     for df in frames():
         on_frame(df)
@@ -509,6 +518,7 @@ def _sort_range(
     files: Sequence[Path],
     rows: int,
     unit_rows: int,
+    unit_budget: int,
     spill_dir: Path,
     cfg: SortConfig,
     emitter: _Emitter,
@@ -527,6 +537,7 @@ def _sort_range(
             math.ceil(rows / (unit_rows * 0.8)),
             spill_dir / f"split-{depth}",
             cfg,
+            unit_budget,
             lambda _df: None,
             _noop,
         )
@@ -537,6 +548,7 @@ def _sort_range(
                 sub.files[b],
                 sub.rows[b],
                 unit_rows,
+                unit_budget,
                 spill_dir / f"split-{depth}-{b}",
                 cfg,
                 emitter,
@@ -549,6 +561,15 @@ def _sort_range(
     _emit_unit(pl.concat(list(_ipc_frames(files)), how="vertical", rechunk=True), emitter, stats)
     for f in files:
         f.unlink()
+
+
+def _unit_budget(cfg: SortConfig, plan: _Plan) -> int:
+    """The part of the budget one in-memory sort unit may use: what is left after the fixed costs of
+    reading (row groups decoded ahead) and writing (one row group's Arrow copy plus encoder buffers
+    per writer thread), which do not shrink with the budget. Never below a quarter of the budget."""
+    read = (_PREFETCH_DEPTH + 2) * plan.max_row_group_rows * plan.bytes_per_row
+    write = max(1, cfg.writer_threads) * cfg.row_group_rows * plan.bytes_per_row * 3
+    return int(max(cfg.memory_budget_bytes / 4, cfg.memory_budget_bytes - read - write))
 
 
 def _concat_and_clear(frames: list[pl.DataFrame]) -> pl.DataFrame:
@@ -586,7 +607,8 @@ def sort_sources(
     if total == 0:
         raise OracleError("STREAM_SORT_OUTPUT_EMPTY", f"the {len(sources)} source files hold no rows")
     out_dir.mkdir(parents=True, exist_ok=True)
-    unit_rows = max(1_000, int(cfg.memory_budget_bytes / (plan.bytes_per_row * _WORKING_SET_FACTOR)))
+    unit_budget = _unit_budget(cfg, plan)
+    unit_rows = max(1_000, int(unit_budget / (plan.bytes_per_row * _WORKING_SET_FACTOR)))
     emitter = _Emitter(cfg, out_dir, stats, on_part)
     spill_dir = Path(cfg.work_dir) / "spill"
     try:
@@ -610,6 +632,7 @@ def sort_sources(
                 n_ranges,
                 spill_dir,
                 cfg,
+                unit_budget,
                 lambda df: stats.checksum_in.add(_data(df)),
                 progress,
             )
@@ -617,7 +640,16 @@ def sort_sources(
             done = 0
             for b in range(buckets.n):
                 _sort_range(
-                    buckets.files[b], buckets.rows[b], unit_rows, spill_dir / f"r{b}", cfg, emitter, stats, progress, 0
+                    buckets.files[b],
+                    buckets.rows[b],
+                    unit_rows,
+                    unit_budget,
+                    spill_dir / f"r{b}",
+                    cfg,
+                    emitter,
+                    stats,
+                    progress,
+                    0,
                 )
                 done += buckets.rows[b]
                 progress("sort", done, total)

@@ -26,8 +26,8 @@ from fraudrt.substrate._clients import s3_client
 from ._errors import OracleError
 
 SHA256_META = "sha256"  # x-amz-meta-sha256: lets sync skip unchanged objects without downloading them
-MULTIPART_THRESHOLD = 64 * 1024 * 1024
-MULTIPART_PART_SIZE = 16 * 1024 * 1024
+MULTIPART_THRESHOLD = 16 * 1024 * 1024  # x concurrency = the most file bytes held in memory at once
+MULTIPART_PART_SIZE = 8 * 1024 * 1024
 _COPY_CHUNK = 8 * 1024 * 1024
 
 

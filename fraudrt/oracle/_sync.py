@@ -1,7 +1,7 @@
 """`oracle sync`: copy a local engine run root into the oracle store, idempotently and in parallel.
 
 Each object carries the sha256 of its content in its metadata, so a rerun compares (size, sha256)
-from a HEAD and skips what is already there, without downloading anything. Files over 64 MiB go up
+from a HEAD and skips what is already there, without downloading anything. Files over 16 MiB go up
 as multipart uploads; every request in flight holds a slot of one capacity limiter, so memory and
 connections stay bounded however many or however large the files are. After the copy the prefix is
 listed and every expected key must be there with its size: a sync that cannot prove its result fails.
