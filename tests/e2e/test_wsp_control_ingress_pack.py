@@ -1,5 +1,6 @@
-"""Seed steps 4-7 end to end: engine world -> oracle (sync, seal, stream-sort) -> `fraudrt sr ready` ->
-`fraudrt pack up control_ingress` (IG + WSP in one real process) with a cap of 20 -> exactly 20
+"""Seed steps 3-7 end to end: engine world -> oracle (sync, seal, stream-sort) ->
+`fraudrt pack up control_ingress` (IG + WSP in one real process, up first as in the seed) then
+`fraudrt sr ready --reuse` (as `make platform-sr-run-reuse`), with a cap of 20 -> exactly 20
 admitted events per in-scope output on Kinesis, each with its ADMIT receipt in S3."""
 
 from __future__ import annotations
@@ -53,17 +54,18 @@ async def test_sr_ready_then_control_ingress_pack_admits_exactly_the_cap_per_out
     env = {**scope.env, "WSP_MAX_EVENTS_PER_OUTPUT": "20", "IG_PORT": str(_free_port()),
            "SR_RUN_EQUIVALENCE_KEY": f"parity_{uuid.uuid4().hex[:8]}"}
 
-    sr = await anyio.to_thread.run_sync(lambda: subprocess.run(
-        [sys.executable, "-m", "fraudrt", "sr", "ready", "--engine-run-root", world.root_uri,
-         "--scenario-id", world.scenario_id], env=env, cwd=project_root(), capture_output=True, text=True,
-        timeout=120))
-    assert sr.returncode == 0, sr.stderr
-    ready = json.loads(sr.stdout)
-    assert ready["platform_run_id"] == run and ready["kind"] == "READY"
-
     try:
+        # The seed's order: the always-on pack first (step 3), then SR announces the world (step 5) and
+        # the running WSP picks READY up live.
         started = await anyio.to_thread.run_sync(lambda: pack_up(settings, "control_ingress", env=env))
         assert started["state"] == "started", started
+        sr = await anyio.to_thread.run_sync(lambda: subprocess.run(
+            [sys.executable, "-m", "fraudrt", "sr", "ready", "--reuse", "--engine-run-root", world.root_uri,
+             "--scenario-id", world.scenario_id], env=env, cwd=project_root(), capture_output=True, text=True,
+            timeout=120))
+        assert sr.returncode == 0, sr.stderr
+        ready = json.loads(sr.stdout)
+        assert ready["platform_run_id"] == run and ready["kind"] == "READY"
 
         async with KinesisBus(settings.kinesis) as bus:
             async def on_bus() -> dict[str, list[dict[str, Any]]]:
