@@ -498,9 +498,9 @@ def _free_port() -> int:
 
 def _serve(settings: Settings, run: str, port: int, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "FRAUDRT_STREAM_PREFIX": settings.streams.prefix, **extra_env}
-    return subprocess.Popen([sys.executable, "-m", "fraudrt", "ig", "serve", "--port", str(port), "--run-id", run,
-                             "--heal-lease-seconds", "0.5"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    # Default heal lease (60 s): the restart on the same port must heal its predecessor's claims at once.
+    return subprocess.Popen([sys.executable, "-m", "fraudrt", "ig", "serve", "--port", str(port), "--run-id", run],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 async def _wait_up(http: aiohttp.ClientSession, url: str, key: str, proc: subprocess.Popen[bytes]) -> None:

@@ -439,10 +439,17 @@ class Gate:
 
     # ------------------------------------------------------------------ healing
 
-    async def heal_once(self, limit: int = 500) -> int:
-        """Re-publish PUBLISH_PENDING admissions whose claim expired; returns how many were settled."""
+    async def heal_once(self, limit: int = 500, *, startup: bool = False) -> int:
+        """Re-publish PUBLISH_PENDING admissions whose claim expired; returns how many were settled.
+
+        `startup`: also take every row claimed under this instance id, whatever its age. The id
+        names the bound address (host:port), which only one live process can hold, so such rows
+        belong to a dead predecessor: a restart heals them at once instead of after the lease.
+        """
         token = uuid.uuid4().hex
-        rows = await self.store.claim_orphans(token, self.config.instance_id, self.config.heal_lease_seconds, limit)
+        me = self.config.instance_id
+        rows = await self.store.claim_orphans(token, me, self.config.heal_lease_seconds, limit,
+                                              predecessor=me if startup else None)
         claimed: list[_Claimed] = []
         for row in rows:
             if row.dedupe_key in self._inflight:

@@ -9,8 +9,10 @@ and a periodic `IG summary admit=… duplicate=… quarantine=…` log line.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+import socket
 import time
 import uuid
 from contextlib import AsyncExitStack, suppress
@@ -152,10 +154,12 @@ class IngestionGate(Service):
             await self._sleep(ctx, interval)
 
     async def _heal_loop(self, ctx: ComponentContext, gate: Gate, interval: float) -> None:
+        startup = True
         while not ctx.stopping.is_set():
             try:
-                while await gate.heal_once() > 0:
+                while await gate.heal_once(startup=startup) > 0:
                     pass
+                startup = False
             except (DependencyDown, StillInFlight) as exc:
                 log.warning("IG heal deferred: %s", exc)
             except Exception:
@@ -203,6 +207,7 @@ class IngestionGate(Service):
                 bus, budget_seconds=_option(ctx, "publish_budget_seconds", "IG_PUBLISH_BUDGET_SECONDS", 10.0))
             config = GateConfig(
                 bucket=settings.buckets.platform, fallback_run=ctx.platform_run_id,
+                # Provisional: replaced by ig@<hostname>:<bound port> once the socket is bound.
                 instance_id=f"ig-{os.getpid()}-{uuid.uuid4().hex[:8]}", environment=settings.profile,
                 service_release_id=os.environ.get("SERVICE_RELEASE_ID", f"fraudrt-{fraudrt.__version__}"),
                 receipts_layout=settings.ig.receipts_layout, heal_lease_seconds=heal_lease, crash_hook=crash_hook)
@@ -218,6 +223,8 @@ class IngestionGate(Service):
                 server = getattr(site, "_server", None)
                 sockets = getattr(server, "sockets", None) or []
                 self.port = sockets[0].getsockname()[1] if sockets else port
+                # No await since site.start(): no request has used the provisional id.
+                gate.config = dataclasses.replace(config, instance_id=f"ig@{socket.gethostname()}:{self.port}")
                 log.info("IG listening on %s:%d (policy %s %s, receipts %s, %d stream(s))", host, self.port,
                          policy.rev.revision, policy.rev.content_digest[:12], settings.ig.receipts_layout,
                          len(policy.streams))

@@ -154,7 +154,8 @@ _HEAL_SQL: Final = """
 UPDATE ig_admissions a SET claim_token = $1, claimed_by = $2, claimed_at = now(),
        publish_attempts = publish_attempts + 1
   FROM (SELECT dedupe_key FROM ig_admissions
-         WHERE state = 'PUBLISH_PENDING' AND claimed_at < now() - make_interval(secs => $3::float8)
+         WHERE state = 'PUBLISH_PENDING'
+           AND (claimed_at < now() - make_interval(secs => $3::float8) OR claimed_by = $5::text)
          ORDER BY claimed_at LIMIT $4 FOR UPDATE SKIP LOCKED) AS p
  WHERE a.dedupe_key = p.dedupe_key
 RETURNING a.dedupe_key, a.claim_token, a.data
@@ -280,9 +281,11 @@ class AdmissionStore:
             records = await conn.fetch(_TAKEOVER_SQL, list(keys), token, me, lease, timeout=self.timeout)
         return {r["dedupe_key"] for r in records}
 
-    async def claim_orphans(self, token: str, me: str, lease: float, limit: int) -> list[HealRow]:
+    async def claim_orphans(self, token: str, me: str, lease: float, limit: int,
+                            predecessor: str | None = None) -> list[HealRow]:
+        """Re-claim PENDING rows past their lease, plus (at startup) every row of `predecessor`."""
         async with self._conn() as conn:
-            records = await conn.fetch(_HEAL_SQL, token, me, lease, limit, timeout=self.timeout)
+            records = await conn.fetch(_HEAL_SQL, token, me, lease, limit, predecessor, timeout=self.timeout)
         return [HealRow(r["dedupe_key"], r["claim_token"], bytes(r["data"])) for r in records if r["data"]]
 
     async def settle(self, admits: Sequence[AdmitCommit], receipts: Sequence[ReceiptIndexRow],
