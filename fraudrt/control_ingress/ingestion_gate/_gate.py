@@ -355,8 +355,8 @@ class Gate:
         await self.writer.put_many(objects)
 
         admit_rows = []
-        for c, ref in ev.admits:
-            rid = ig_receipt_id("ADMIT", c.env.event_id)
+        admit_receipt_ids = [r.receipt_id for r, _ in ev.receipts if r.decision == "ADMIT"]
+        for (c, ref), rid in zip(ev.admits, admit_receipt_ids, strict=True):
             admit_rows.append(AdmitCommit(c.dedupe_key, c.claim_token, ref.topic, ref.partition, ref.offset,
                                           ref.published_at_utc or "", rid, refs[rid], batch_ids.get(rid)))
         index_rows = []

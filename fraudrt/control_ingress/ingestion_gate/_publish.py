@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
 from fraudrt.contracts import utc_now_ts
 from fraudrt.runtime import BusError, PutEntry, PutResult, shard_number
@@ -23,11 +23,12 @@ from ._records import EbRef
 MAX_PUT_RECORDS = 500  # the PutRecords limit (KinesisBus refuses more)
 
 
-_HEX: Final = frozenset("0123456789abcdef")
-
-
-def _is_hex8(key: str) -> bool:
-    return len(key) >= 8 and all(c in _HEX for c in key[:8])
+def _lane(partition_key: str, lanes: int) -> int:
+    # IG's keys are sha256 hex; anything else still maps deterministically within this process.
+    try:
+        return int(partition_key[:8], 16) % lanes
+    except ValueError:
+        return hash(partition_key) % lanes
 
 
 class BusLike(Protocol):
@@ -118,8 +119,7 @@ class Publisher:
             return await self._put_lane(stream, items, deadline)
         groups: list[list[int]] = [[] for _ in range(lanes)]
         for i, item in enumerate(items):
-            groups[int(item.partition_key[:8], 16) % lanes if _is_hex8(item.partition_key) else
-                   hash(item.partition_key) % lanes].append(i)
+            groups[_lane(item.partition_key, lanes)].append(i)
         results = await asyncio.gather(*(self._put_lane(stream, [items[i] for i in g], deadline) for g in groups))
         out: list[EbRef | None] = [None] * len(items)
         for g, refs in zip(groups, results, strict=True):
