@@ -457,6 +457,70 @@ async def test_postgres_down_answers_503_then_recovers(private_streams: Settings
     await proxy.cut()
 
 
+def _via_proxy(settings: Settings, variable: str, endpoint: str | None) -> tuple[TcpProxy, Any]:
+    from fraudrt.config import load_settings
+
+    parts = urlsplit(endpoint or "")
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 80)
+
+    def settings_through(port: int) -> Settings:
+        return load_settings("embedded", env={**os.environ, "FRAUDRT_STREAM_PREFIX": settings.streams.prefix,
+                                              variable: f"http://127.0.0.1:{port}"})
+
+    return proxy, settings_through
+
+
+async def test_object_store_down_answers_503_and_the_retry_admits(private_streams: Settings,
+                                                                 http: aiohttp.ClientSession) -> None:
+    proxy, through = _via_proxy(private_streams, "S3_ENDPOINT_URL", private_streams.s3.endpoint_url)
+    await proxy.restore()
+    async with running_ig(through(proxy.port), new_run_id()) as ig:
+        events = [traffic(ig.run_id, i) for i in range(3)]
+        await proxy.cut()
+        status, body, headers = await push(http, ig, {"events": events})
+        assert status == 503 and body["error"] == "OBJECT_STORE_UNHEALTHY", body
+        assert int(headers["Retry-After"]) >= 1
+        stream = ig.settings.streams.name("traffic_fraud")
+        # Published before the receipt write failed: on the bus, but not indexed, not answered ADMIT.
+        assert len(await stream_records(ig.settings, stream)) == 3
+        async with http.get(f"{ig.url}/v1/ops/lookup", params={"event_id": events[0]["event_id"]},
+                            headers=ig.headers()) as resp:
+            assert (await resp.json())["matches"] == []
+        await proxy.restore()
+        status, body, _ = await push(http, ig, {"events": events})  # the producer's retry, unchanged
+        assert status == 200 and [r["decision"] for r in body["results"]] == ["ADMIT"] * 3, body
+        records = {seq: env for seq, env in await stream_records(ig.settings, stream)}
+        assert len(records) == 6  # re-published: a duplicate on the bus (consumers dedupe), never a gap
+        for env, res in zip(events, body["results"], strict=True):
+            assert records[res["eb_ref"]["offset"]]["event_id"] == env["event_id"]
+            assert (await get_object(private_streams, res["receipt_ref"]))["eb_ref"] == res["eb_ref"]
+        _, again, _ = await push(http, ig, {"events": events})
+        assert [r["decision"] for r in again["results"]] == ["DUPLICATE"] * 3
+    await proxy.cut()
+
+
+async def test_bus_down_answers_503_no_receipt_and_the_retry_admits(private_streams: Settings,
+                                                        http: aiohttp.ClientSession) -> None:
+    proxy, through = _via_proxy(private_streams, "KINESIS_ENDPOINT_URL", private_streams.kinesis.endpoint_url)
+    await proxy.restore()
+    async with running_ig(through(proxy.port), new_run_id(), options={"publish_budget_seconds": 1.0}) as ig:
+        events = [traffic(ig.run_id, i) for i in range(3)]
+        await proxy.cut()
+        status, body, headers = await push(http, ig, {"events": events})
+        assert status == 503 and body["error"] == "BUS_UNHEALTHY", body
+        assert int(headers["Retry-After"]) >= 1
+        assert ig.service.metrics()["admit_total"] == 0
+        async with http.get(f"{ig.url}/v1/ops/lookup", params={"event_id": events[0]["event_id"]},
+                            headers=ig.headers()) as resp:
+            assert (await resp.json())["matches"] == []
+        await proxy.restore()
+        status, body, _ = await push(http, ig, {"events": events})
+        assert status == 200 and [r["decision"] for r in body["results"]] == ["ADMIT"] * 3, body
+        records = await stream_records(private_streams, ig.settings.streams.name("traffic_fraud"))
+        assert sorted(e["event_id"] for _, e in records) == sorted(e["event_id"] for e in events)
+    await proxy.cut()
+
+
 # ---------------------------------------------------------------- concurrency
 
 
