@@ -236,6 +236,9 @@ async def test_restart_resumes_from_checkpoint_without_rereading_from_the_start(
     async with pool.acquire() as conn:
         cps = await load_checkpoints(conn, p.run_id, p.ready.scenario_run_id)
     assert sum(cp.emitted for cp in cps.values()) == sent_first == sum(first.emitted.values())
+    for oid, cp in cps.items():  # the checkpoint names the part file it points into
+        parts = p.world.parts[oid]
+        assert cp.part_uri == (parts[cp.position.part_index] if cp.position.part_index < len(parts) else None)
 
     fake_ig.on_request = None
     stats = WspStats()

@@ -29,6 +29,7 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     oracle_pack_id: str
     position: Position
     emitted: int
+    part_uri: str | None = None  # the part at position.part_index (None once past the last part)
 
 
 async def record_ready(conn: Any, message: ControlMessage, platform_run_id: str, *, stream: str | None = None,
@@ -80,11 +81,12 @@ async def mark_ready(conn: Any, message_id: str, status: str, *, reason: str | N
 
 async def load_checkpoints(conn: Any, platform_run_id: str, scenario_run_id: str) -> dict[str, Checkpoint]:
     rows = await conn.fetch(
-        "SELECT output_id, stream_view_id, oracle_pack_id, part_index, row_index, emitted FROM wsp_checkpoints "
-        "WHERE platform_run_id = $1 AND scenario_run_id = $2", platform_run_id, scenario_run_id)
+        "SELECT output_id, stream_view_id, oracle_pack_id, part_index, row_index, emitted, part_uri "
+        "FROM wsp_checkpoints WHERE platform_run_id = $1 AND scenario_run_id = $2", platform_run_id, scenario_run_id)
     return {r["output_id"]: Checkpoint(output_id=r["output_id"], stream_view_id=r["stream_view_id"],
                                        oracle_pack_id=r["oracle_pack_id"],
-                                       position=Position(r["part_index"], r["row_index"]), emitted=r["emitted"])
+                                       position=Position(r["part_index"], r["row_index"]), emitted=r["emitted"],
+                                       part_uri=r["part_uri"])
             for r in rows}
 
 
@@ -93,9 +95,10 @@ async def save_checkpoints(conn: Any, platform_run_id: str, scenario_run_id: str
     """Upsert; the WHERE keeps a slower concurrent writer from moving a checkpoint backwards."""
     await conn.executemany(
         "INSERT INTO wsp_checkpoints (platform_run_id, scenario_run_id, output_id, oracle_pack_id, stream_view_id, "
-        "part_index, row_index, emitted) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
+        "part_index, row_index, emitted, part_uri) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
         "ON CONFLICT (platform_run_id, scenario_run_id, output_id) DO UPDATE SET part_index = EXCLUDED.part_index, "
-        "row_index = EXCLUDED.row_index, emitted = EXCLUDED.emitted, updated_at = now() "
+        "row_index = EXCLUDED.row_index, emitted = EXCLUDED.emitted, part_uri = EXCLUDED.part_uri, "
+        "updated_at = now() "
         "WHERE wsp_checkpoints.emitted < EXCLUDED.emitted",
         [(platform_run_id, scenario_run_id, c.output_id, c.oracle_pack_id, c.stream_view_id,
-          c.position.part_index, c.position.row_index, c.emitted) for c in checkpoints])
+          c.position.part_index, c.position.row_index, c.emitted, c.part_uri) for c in checkpoints])

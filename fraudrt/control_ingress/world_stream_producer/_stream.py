@@ -33,6 +33,7 @@ from ._store import Checkpoint, load_checkpoints, save_checkpoints
 
 PRODUCER: Final = "svc:world_stream_producer"
 SCHEMA_VERSION: Final = "v1"
+PROGRESS_SECONDS: Final = 10.0
 log = logging.getLogger("fraudrt.world_stream_producer")
 
 
@@ -149,6 +150,9 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
         if cp is not None and (cp.stream_view_id != loc.stream_view_id or cp.oracle_pack_id != pack_id):
             return StreamResult(status="FAILED", reason=f"CHECKPOINT_SCOPE_MISMATCH: {loc.output_id} was streamed "
                                 "from another stream view", emitted={})
+        if cp is not None and cp.part_uri is not None and cp.part_uri != _part_uri(loc, cp.position.part_index):
+            return StreamResult(status="FAILED", reason=f"CHECKPOINT_SCOPE_MISMATCH: {loc.output_id} checkpoint "
+                                f"points into {cp.part_uri}, not part {cp.position.part_index} of the view", emitted={})
         trackers.append(PrefixTracker(cp.emitted, cp.position) if cp else PrefixTracker())
     cap = request.max_events_per_output
     names = [loc.output_id for loc in locators]
@@ -171,10 +175,22 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
 
     async def save(ranks: set[int]) -> None:
         rows = [Checkpoint(output_id=names[r], stream_view_id=locators[r].stream_view_id, oracle_pack_id=pack_id,
-                           position=trackers[r].position, emitted=trackers[r].acked) for r in sorted(ranks)]
+                           position=trackers[r].position, emitted=trackers[r].acked,
+                           part_uri=_part_uri(locators[r], trackers[r].position.part_index))
+                for r in sorted(ranks)]
         async with pool.acquire() as conn:
             await save_checkpoints(conn, facts.platform_run_id, facts.scenario_run_id, rows)
         stats.checkpoint_writes += 1
+
+    progress_at = [time.monotonic()]
+
+    def progress() -> None:
+        # Long streams show progress (DESIGN §7) without a line per batch.
+        now = time.monotonic()
+        if now - progress_at[0] >= PROGRESS_SECONDS:
+            progress_at[0] = now
+            log.info("WSP stream progress message_id=%s emitted=%s", request.message_id,
+                     {n: t.acked for n, t in zip(names, trackers, strict=True)})
 
     async def worker(pusher: IgPusher, inbox: MemoryObjectReceiveStream[_Batch]) -> None:
         async with inbox:
@@ -188,6 +204,7 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
                     stats.emitted[names[rank]] = trackers[rank].acked
                 if moved:
                     await save(moved)
+                progress()
 
     try:
         async with aiohttp.ClientSession() as session:
@@ -198,9 +215,14 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
                 for _ in range(max(1, request.push_concurrency)):
                     tg.start_soon(worker, pusher, receive.clone())
                 receive.close()
+                stopped = False
                 async with send:
-                    stopped = await _produce(sources, locators, trackers, builder, request, closed, send.send,
-                                             stopping)
+                    try:
+                        stopped = await _produce(sources, locators, trackers, builder, request, closed, send.send,
+                                                 stopping)
+                    except anyio.BrokenResourceError:
+                        # Every worker is gone: the one that failed raises its own error from the group.
+                        stopped = True
                 if stopped:
                     status = "STOPPED"
     except* IgRejected as group:
@@ -219,6 +241,10 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
     log.info("WSP stream stop message_id=%s status=%s emitted_total=%d%s", request.message_id, status,
              sum(emitted.values()), f" reason={reason}" if reason else "")
     return StreamResult(status=status, reason=reason, emitted=emitted)
+
+
+def _part_uri(locator: StreamViewLocator, part_index: int) -> str | None:
+    return locator.parts[part_index].uri if part_index < len(locator.parts) else None
 
 
 async def _produce(sources: list[StreamViewSource], locators: list[StreamViewLocator], trackers: list[PrefixTracker],
