@@ -84,7 +84,7 @@ async def test_duplicate_ready_is_skipped_and_another_runs_ready_is_ignored(
     assert await ready_rows(pool, other_run) == []
     metrics = actor.metrics()
     assert metrics["ready_recorded_total"] == 1 and metrics["ready_duplicate_total"] == 2
-    assert metrics["emitted_total"] == total and actor.health() == ("GREEN", [])
+    assert metrics["stream_emitted_total"] == total and actor.health() == ("GREEN", [])
 
 
 async def test_one_shot_consumer_streams_once_then_only_sees_duplicates(

@@ -182,7 +182,7 @@ class WorldStreamProducer(Actor):
             "ready_duplicate_total": self.ready_duplicate, "ready_out_of_scope_total": self.ready_out_of_scope,
             "control_ignored_total": self.ready_ignored, "streams_started_total": self.streams_started,
             "streams_completed_total": self.streams_completed, "streams_failed_total": self.streams_failed,
-            "emitted_total": sum(self.stats.emitted.values()), "push_requests_total": push.requests,
+            "stream_emitted_total": sum(self.stats.emitted.values()), "push_requests_total": push.requests,
             "push_batches_total": push.batches, "push_retries_total": push.retries,
             "push_admitted_total": push.admitted, "push_duplicate_total": push.duplicates,
             "push_quarantined_total": push.quarantined, "parts_opened_total": self.stats.source.parts_opened,
