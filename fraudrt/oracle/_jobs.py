@@ -25,6 +25,7 @@ from fraudrt.config import Settings
 from fraudrt.contracts import utc_now_ts, write_json_atomic
 
 from ._errors import OracleError
+from ._store import parse_engine_root
 from ._stream_sort import StreamSortRequest
 
 JobState = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED"]
@@ -127,6 +128,8 @@ def _running_conflicts(settings: Settings, request: StreamSortRequest) -> list[s
 
 def submit_stream_sort(settings: Settings, request: StreamSortRequest, *, env: Mapping[str, str] | None = None) -> str:
     """Start the job process detached from this one; return its job id at once."""
+    # One spelling per world, so the running-job guard and the job itself agree on what a root is.
+    request = msgspec.structs.replace(request, engine_run_root=parse_engine_root(request.engine_run_root, settings).uri)
     busy = _running_conflicts(settings, request)
     if busy:
         # Two sorts of one world would delete each other's half-built views.
