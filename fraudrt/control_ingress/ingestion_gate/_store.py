@@ -15,9 +15,11 @@ import asyncpg
 
 from ._errors import DependencyDown
 
-# Failures that mean "Postgres is not reachable right now", as opposed to a bug in a statement.
+# Failures that mean "Postgres is not reachable right now" (or a transient conflict: deadlock,
+# serialization), as opposed to a bug in a statement: answered 503, safe to retry as is.
 DB_DOWN_ERRORS: Final = (
     asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.TransactionRollbackError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
