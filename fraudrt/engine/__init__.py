@@ -6,7 +6,7 @@ WSP consume exactly as they would a real engine's. The interface half (catalogue
 path rendering, gate verification) knows nothing about our generator and works on any such world.
 """
 
-from ._gates import GateVerification, bundle_digest, parse_passed_flag, verify_gate
+from ._gates import GateVerification, bundle_digest, bundle_members, parse_passed_flag, verify_gate
 from ._generate import ENGINE_NAME, ENGINE_VERSION, generate_world, world_identity
 from ._ids import flow_id
 from ._interface import (
@@ -54,6 +54,7 @@ __all__ = [
     "WorldParameters",
     "WorldSummary",
     "bundle_digest",
+    "bundle_members",
     "catalogue_path",
     "file_digest",
     "flow_id",

@@ -31,10 +31,15 @@ class GateVerification(msgspec.Struct, frozen=True, kw_only=True):
     actual_digest: str | None = None
 
 
+def bundle_members(member_paths: list[str], exclude: tuple[str, ...]) -> list[str]:
+    """The members a gate digest covers, in digest order: ASCII-lexical (plain code-point order of the
+    relative path strings), without the flag and index files. Readers of any store use this order."""
+    return sorted(p for p in member_paths if p.rsplit("/", 1)[-1] not in exclude)
+
+
 def bundle_digest(bundle_root: Path, member_paths: list[str], exclude: tuple[str, ...]) -> str:
     h = hashlib.sha256()
-    # ASCII-lexical = plain code-point order of the relative path strings (sorted() on str).
-    for rel in sorted(p for p in member_paths if Path(p).name not in exclude):
+    for rel in bundle_members(member_paths, exclude):
         h.update((bundle_root / rel).read_bytes())
     return h.hexdigest()
 

@@ -33,6 +33,7 @@ from fraudrt.engine import (
     GateMap,
     OutputSpec,
     RunReceipt,
+    bundle_members,
     load_catalogue,
     load_gate_map,
     parse_passed_flag,
@@ -199,10 +200,9 @@ async def _check_gate(
         bundle_prefix += "/"
     digest = hashlib.sha256()
     ok = True
-    # ASCII-lexical order of member paths, flag and index excluded (the gate map's verification method).
-    for rel, listed in sorted(
-        (m for m in members if m[0].rsplit("/", 1)[-1] not in vm.exclude_filenames), key=lambda m: m[0]
-    ):
+    listed_by_path = dict(members)
+    for rel in bundle_members([m[0] for m in members], tuple(vm.exclude_filenames)):
+        listed = listed_by_path[rel]
         data = await store.get_bytes(bundle_prefix + rel)
         if data is None:
             report.add(
