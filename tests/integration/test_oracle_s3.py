@@ -224,18 +224,23 @@ def test_crashed_job_is_reported_and_its_partial_view_rebuilt(
             return [o["Key"] for o in resp.get("Contents", [])]
 
     deadline = time.monotonic() + 120
-    while not anyio.run(listing):  # kill it once it has uploaded at least one part
-        assert time.monotonic() < deadline, "job never uploaded a part"
+    pid = None
+    while pid is None:
         status = job_status(substrate.settings, job_id)
         assert status.state in ("PENDING", "RUNNING"), status
-        time.sleep(0.05)
-    status = job_status(substrate.settings, job_id)
-    assert status.pid is not None
-    os.kill(status.pid, signal.SIGKILL)
-    time.sleep(0.5)
-    dead = job_status(substrate.settings, job_id)
-    if dead.state == "SUCCEEDED":
-        pytest.skip("the job finished before it could be killed")
+        assert time.monotonic() < deadline, "job never started"
+        pid = status.pid
+        time.sleep(0.02)
+    while not anyio.run(listing):  # freeze it the moment it has uploaded a part, then kill it
+        assert time.monotonic() < deadline, "job never uploaded a part"
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGSTOP)
+    assert not any(k.endswith("_stream_sort_receipt.json") for k in anyio.run(listing)), "killed too late"
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (dead := job_status(substrate.settings, job_id)).state in ("PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, dead
+        time.sleep(0.1)
     assert dead.state == "FAILED" and dead.error_code == "JOB_DIED"
     assert not any(k.endswith("_stream_sort_receipt.json") for k in anyio.run(listing))
 
