@@ -138,17 +138,8 @@ def _overlay(settings: Settings) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-async def up(settings: Settings, *, fast_pg: bool = False, timeout: float = 90.0,
-             progress: Callable[[str], None] = lambda _m: None) -> SubstrateState:
-    """Start every embedded server that is not already running; idempotent."""
-    if settings.substrate != "embedded":
-        raise SubstrateError(f"profile {settings.profile!r} uses substrate {settings.substrate!r}; "
-                             "`substrate up` only starts the embedded one")
-    state_dir(settings).mkdir(parents=True, exist_ok=True)
-    state = load_state(settings)
-    specs = _specs(settings, state, fast_pg)
-    overlay = _overlay(settings)
-    started: list[ServiceSpec] = []
+def _start_missing(settings: Settings, state: SubstrateState, specs: dict[str, Callable[[], ServiceSpec]],
+                   overlay: dict[str, Any], started: list[ServiceSpec], progress: Callable[[str], None]) -> None:
     for name in SERVICE_ORDER:
         current = state.services.get(name)
         if current and is_alive(current.process):
@@ -168,8 +159,25 @@ async def up(settings: Settings, *, fast_pg: bool = False, timeout: float = 90.0
         overlay.update(spec.overlay)
         started.append(spec)
         progress(f"{name}: starting (pid {record.pid}) at {spec.endpoint}")
-    _save_state(settings, state)
-    _write_private(substrate_overlay_path(Path(settings.home)), json.dumps(overlay).encode())
+
+
+async def up(settings: Settings, *, fast_pg: bool = False, timeout: float = 90.0,
+             progress: Callable[[str], None] = lambda _m: None) -> SubstrateState:
+    """Start every embedded server that is not already running; idempotent."""
+    if settings.substrate != "embedded":
+        raise SubstrateError(f"profile {settings.profile!r} uses substrate {settings.substrate!r}; "
+                             "`substrate up` only starts the embedded one")
+    state_dir(settings).mkdir(parents=True, exist_ok=True)
+    state = load_state(settings)
+    specs = _specs(settings, state, fast_pg)
+    overlay = _overlay(settings)
+    started: list[ServiceSpec] = []
+    try:
+        _start_missing(settings, state, specs, overlay, started, progress)
+    finally:
+        # Saved even when a later server fails to start: `down` must be able to stop what did start.
+        _save_state(settings, state)
+        _write_private(substrate_overlay_path(Path(settings.home)), json.dumps(overlay).encode())
 
     async def wait_ready(spec: ServiceSpec) -> None:
         deadline = time.monotonic() + timeout

@@ -348,3 +348,33 @@ def test_new_run_and_active_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PLATFORM_RUN_ID", "platform_2030")
     with pytest.raises(RunError, match="PLATFORM_RUN_ID holds 'platform_2030'"):
         active_run_id(settings)
+
+
+def test_substrate_up_that_fails_half_way_records_what_it_started(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server started before a later one fails must be in state.json, so `down` can stop it."""
+    import sys
+
+    from fraudrt._daemon import free_port, is_alive
+    from fraudrt.substrate import SubstrateError, _launcher
+    from fraudrt.substrate._services import ServiceSpec
+
+    settings = Settings(profile="unit", home=str(tmp_path))
+    port = free_port()
+
+    def pg() -> ServiceSpec:
+        return ServiceSpec(name="postgres", argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+                           env={}, ports={"postgres": port}, endpoint=f"127.0.0.1:{port}", stop_timeout=2.0)
+
+    def kinesis() -> ServiceSpec:
+        raise SubstrateError("Node.js not found on PATH")
+
+    monkeypatch.setattr(_launcher, "_specs", lambda *_a: {"postgres": pg, "kinesis": kinesis, "s3": kinesis})
+    with pytest.raises(SubstrateError):
+        anyio.run(lambda: _launcher.up(settings))
+    state = _launcher.load_state(settings)
+    assert "postgres" in state.services
+    record = state.services["postgres"].process
+    assert is_alive(record)
+    _launcher.down(settings)
+    assert not is_alive(record)
