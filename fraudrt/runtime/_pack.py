@@ -6,11 +6,13 @@ run) and `status/last_status.json` (written by the pack process itself on a time
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,25 @@ def pack_up(settings: Settings, name: str, *, wait: float = 60.0, platform_run_i
     `env` is the child's whole environment (default: ours); it must resolve to the same settings.
     """
     manifest = resolve_manifest(name)
+    # One `pack up` per pack at a time: two racing ones would both see no live process and start two.
+    with _up_lock(settings, manifest.pack_id):
+        return _pack_up(settings, manifest, wait=wait, platform_run_id=platform_run_id, env=env)
+
+
+@contextlib.contextmanager
+def _up_lock(settings: Settings, pack_id: str) -> Iterator[None]:
+    path = operate_dir(settings, pack_id) / "up.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _pack_up(settings: Settings, manifest: PackManifest, *, wait: float, platform_run_id: str | None,
+             env: Mapping[str, str] | None) -> dict[str, Any]:
     _ready, missing, optional = check_components(manifest)
     if missing:
         raise PackError(f"pack {manifest.pack_id} cannot start; components not built yet: " + "; ".join(missing))

@@ -378,3 +378,46 @@ def test_substrate_up_that_fails_half_way_records_what_it_started(tmp_path: Path
     assert is_alive(record)
     _launcher.down(settings)
     assert not is_alive(record)
+
+
+def test_concurrent_pack_up_starts_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `pack up` at once: one starts the pack, the other sees it running; never two processes."""
+    import sys
+    import threading
+    import time as _time
+
+    from fraudrt._daemon import spawn_detached, stop
+    from fraudrt.runtime import _pack
+
+    _manifest(tmp_path / "packs", "r_v0", "pack_id: r_v0\nshort_name: r\ncomponents:\n"
+              "  - name: a\n    entry: fraudrt.runtime:Actor\n")
+    monkeypatch.setenv("FRAUDRT_PACKS_DIR", str(tmp_path / "packs"))
+    settings = Settings(profile="unit", runs_root=str(tmp_path / "runs"))
+    spawned: list[Any] = []
+
+    def slow_spawn(argv: Any, **kw: Any) -> Any:
+        _time.sleep(0.3)  # the window in which the other `pack up` looks at state.json
+        record = spawn_detached([sys.executable, "-c", "import time; time.sleep(30)"], log_path=kw["log_path"])
+        spawned.append(record)
+        return record
+
+    monkeypatch.setattr(_pack, "spawn_detached", slow_spawn)
+    results: list[Any] = []
+
+    def up() -> None:
+        try:
+            results.append(_pack.pack_up(settings, "r", wait=1.0, platform_run_id=RUN)["state"])
+        except PackError as exc:
+            results.append(str(exc)[:30])
+
+    threads = [threading.Thread(target=up) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(spawned) == 1, results
+        assert "already-running" in results
+    finally:
+        for record in spawned:
+            stop(record, timeout=2.0)
