@@ -183,7 +183,7 @@ class PackProcess:
         queue_depth = int(self.opts.get("queue_depth", 4))
         subscriptions: dict[str, list[tuple[ActorRunner, Any]]] = {}
         for spec, comp in instances:
-            sup = Supervision(spec.name)
+            sup = Supervision(spec.name, must_run=True)
             self.components.append((spec, comp, sup))
             ctx = ComponentContext(settings=self.settings, platform_run_id=self.run_id,
                                    pack_id=self.manifest.pack_id, pool=pool, options=dict(spec.options),

@@ -20,6 +20,9 @@ class Supervision:
     restarts: int = 0
     last_error: str | None = None
     running: bool = False
+    # A component must run until the drain: returning before it is a failure (RED), not GREEN.
+    must_run: bool = False
+    exited_early: bool = False
     _crashes: deque[float] = field(default_factory=deque)
 
     def record_crash(self, error: BaseException) -> None:
@@ -35,6 +38,8 @@ class Supervision:
         return sum(1 for t in self._crashes if now - t <= self.crash_window)
 
     def health(self) -> tuple[str, list[str]]:
+        if self.must_run and self.exited_early:
+            return "RED", [f"STOPPED: returned before the drain ({self.last_error or 'no error'})"]
         crashes = self.recent_crashes
         if crashes >= self.red_after:
             return "RED", [f"CRASH_LOOP: {crashes} crashes in {self.crash_window:.0f}s ({self.last_error})"]
@@ -53,6 +58,8 @@ async def supervise(sup: Supervision, body: Callable[[], Awaitable[None]], stopp
         try:
             await body()
             sup.running = False
+            if not stopping.is_set():
+                sup.exited_early = True
             return
         except Exception as exc:
             sup.running = False

@@ -421,3 +421,18 @@ def test_concurrent_pack_up_starts_one_process(tmp_path: Path, monkeypatch: pyte
     finally:
         for record in spawned:
             stop(record, timeout=2.0)
+
+
+async def test_a_component_that_returns_before_the_drain_is_red_not_green() -> None:
+    async def body() -> None:
+        return
+
+    log = __import__("logging").getLogger("test")
+    sup = Supervision("svc", must_run=True)
+    await supervise(sup, body, anyio.Event(), lambda e, d: None, log)
+    state, reasons = sup.health()
+    assert not sup.running and state == "RED" and reasons[0].startswith("STOPPED")
+    drained, stopping = Supervision("svc", must_run=True), anyio.Event()
+    stopping.set()
+    await supervise(drained, body, stopping, lambda e, d: None, log)
+    assert drained.health() == ("GREEN", [])
