@@ -227,12 +227,18 @@ def run_parity(req: ParityRequest, progress: Callable[[str], None] = print) -> P
         c.step("4.3 oracle stream-sort", "oracle", "stream-sort")
         c.env.setdefault("SR_RUN_EQUIVALENCE_KEY", f"parity_{run_id}")
         c.step("5 sr ready --reuse", "sr", "ready", "--reuse")
+    # Steps 6-10 run inside the packs: wait for their evidence, or the deadline. Without the obs_gov
+    # pack no conformance file will ever come, so then the end of WSP's stream is what is awaited.
     deadline = time.monotonic() + req.wait_seconds
-    # Steps 6-10 run inside the packs; wait for the closeout evidence (or the deadline).
-    while time.monotonic() < deadline and any(s.status == PASS for s in c.report.steps if s.step.startswith("5 ")):
-        if (run_dir(settings, run_id) / "obs" / "environment_conformance.json").is_file():
+    ready_published = any(s.status == PASS for s in c.report.steps if s.step.startswith("5 "))
+    obs_gov_up = any(s.status == PASS for s in c.report.steps if s.step == "3 pack up obs_gov")
+    done = (run_dir(settings, run_id) / "obs" / "environment_conformance.json") if obs_gov_up else (
+        run_dir(settings, run_id) / "operate" / "local_parity_control_ingress_v0" / "logs" / "wsp_ready_consumer.log")
+    while ready_published and time.monotonic() < deadline:
+        text = done.read_text() if done.is_file() else ""
+        if done.is_file() and (obs_gov_up or "status=STREAMED" in text or "status=FAILED" in text):
             break
-        time.sleep(2.0)
+        time.sleep(1.0)
     c.step("3 pack status all", "pack", "status", "all")
     _ingress_checks(c, settings, run_id)
     _evidence_checks(c, settings, run_id)
