@@ -353,3 +353,18 @@ async def test_drain_during_a_long_retry_after_stops_promptly(substrate: Any, tm
     assert result.status == "STOPPED"
     assert time.monotonic() - started < 10  # not the 30 s Retry-After
     assert sum(result.emitted.values()) == 0 and fake_ig.admitted == []
+
+
+async def test_a_part_missing_from_the_store_fails_the_stream_instead_of_a_crash_loop(
+        substrate: Any, tmp_path: Path, pool: Any, fake_ig: FakeIg) -> None:
+    """A permanent read failure is a FAILED READY with its reason, not an exception the supervisor
+    would restart forever."""
+    from fraudrt.substrate import s3_client, split_s3_uri
+
+    p = await prepare(substrate, tmp_path, pool, n_flows=10)
+    bucket, key = split_s3_uri(p.world.parts["s3_event_stream_with_fraud_6B"][-1])
+    async with s3_client(p.settings.s3) as s3:
+        await s3.delete_object(Bucket=bucket, Key=key)
+    result = await stream_ready_run(p.settings, pool, request_for(p, fake_ig), WspStats(), anyio.Event())
+    assert result.status == "FAILED"
+    assert result.reason is not None and "STREAM_VIEW_UNREADABLE" in result.reason

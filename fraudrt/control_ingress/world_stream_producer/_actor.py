@@ -145,11 +145,12 @@ class WorldStreamProducer(Actor):
             result = await stream_ready_run(ctx.settings, ctx.pool,
                                             self._request(ctx.settings, message_id, ctx.platform_run_id, ready),
                                             self.stats, ctx.stopping)
-        except StreamFailed as exc:
-            result = StreamResult(status="FAILED", reason=str(exc), emitted={})
-        except IgRetryExhausted as exc:
-            # Transient: stays STREAMING, the supervisor restarts us and the stream resumes.
-            self.last_error = str(exc)
+        except* StreamFailed as failed:
+            result = StreamResult(status="FAILED", reason=str(failed.exceptions[0]), emitted={})
+        except* IgRetryExhausted as group:
+            # Transient: stays STREAMING, the supervisor restarts us and the stream resumes. It arrives
+            # wrapped in the push workers' exception group.
+            self.last_error = str(group.exceptions[0])
             raise
         finally:
             self.active_message_id = None

@@ -231,6 +231,10 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
         status = "STOPPED"
     except* StreamViewChanged as group:
         status, reason = "FAILED", f"STREAM_VIEW_CHANGED: {group.exceptions[0]}"
+    except* (FileNotFoundError, ValueError) as group:
+        # A part gone from the store, or a row that cannot be read (e.g. a bad ts_utc): retrying
+        # cannot help, so the READY fails with its reason instead of restarting forever.
+        status, reason = "FAILED", f"STREAM_VIEW_UNREADABLE: {group.exceptions[0]}"
     finally:
         for source in sources:
             source.close()
