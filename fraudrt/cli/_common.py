@@ -38,8 +38,30 @@ class CliState:
 pass_state = click.make_pass_decorator(CliState)
 
 
+def _dependency_errors() -> tuple[type[BaseException], ...]:
+    # Imported here to keep them off the import path of `--help`.
+    import asyncpg
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fraudrt.runtime import BusError
+
+    return (OSError, asyncpg.PostgresError, BotoCoreError, ClientError, BusError)
+
+
 def run_async(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-    return anyio.run(fn, *args)
+    """Run a command's coroutine; a substrate that cannot be reached is a clear error, not a traceback."""
+    dependency = _dependency_errors()
+    try:
+        return anyio.run(fn, *args)
+    except dependency as exc:
+        raise click.ClickException(f"a dependency is unavailable ({type(exc).__name__}: {exc}); "
+                                   "is the substrate up? (`fraudrt substrate status`)") from exc
+    except BaseExceptionGroup as group:
+        first = group.exceptions[0] if len(group.exceptions) == 1 else None
+        if isinstance(first, dependency):
+            raise click.ClickException(f"a dependency is unavailable ({type(first).__name__}: {first}); "
+                                       "is the substrate up? (`fraudrt substrate status`)") from group
+        raise
 
 
 def echo_json(obj: Any) -> None:
