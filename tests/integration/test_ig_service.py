@@ -655,3 +655,20 @@ async def test_arbitrary_json_never_gets_a_5xx(ig: RunningIg, http: aiohttp.Clie
     status, answer, _ = await push(http, ig, None, raw=garbage)
     assert status < 500, (garbage, answer)
     assert msgspec.json.decode(json.dumps(answer)) is not None
+
+
+async def test_a_wrong_database_password_is_dependency_down_not_a_crash(settings: Any) -> None:
+    """The health probe and every push treat a refused login like an unreachable server: 503, not 500."""
+    from fraudrt.control_ingress.ingestion_gate._errors import DependencyDown
+    from fraudrt.control_ingress.ingestion_gate._store import AdmissionStore
+
+    parts = urlsplit(settings.postgres.dsn)
+    wrong = settings.postgres.dsn.replace(f":{parts.password}@", ":not-the-password@")
+    pool = await asyncpg.create_pool(wrong, min_size=0, max_size=1)
+    try:
+        with pytest.raises(DependencyDown) as caught:
+            await AdmissionStore(pool, timeout=5).ping()
+        assert caught.value.dependency == "ops_db"
+        assert "not-the-password" not in str(caught.value)
+    finally:
+        await pool.close()

@@ -23,6 +23,10 @@ DB_DOWN_ERRORS: Final = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # A refused login or a missing database: IG cannot work until an operator fixes it, and a 503
+    # with the reason (not a 500, not a crashed probe) is what says so.
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidCatalogNameError,
     OSError,
     TimeoutError,
 )
