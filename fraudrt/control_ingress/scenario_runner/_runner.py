@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from pathlib import Path
 from typing import Any, Final
 
+import anyio
 import asyncpg
 import msgspec
 
@@ -28,7 +30,7 @@ from fraudrt.contracts import (
 )
 from fraudrt.engine import RunReceipt
 from fraudrt.oracle import STREAM_VIEW_DIR
-from fraudrt.runtime import KinesisBus, PutEntry, apply_migrations, component_dir
+from fraudrt.runtime import BusError, KinesisBus, PutEntry, apply_migrations, component_dir
 from fraudrt.substrate import s3_client
 
 from ._errors import ScenarioRunnerError
@@ -159,11 +161,16 @@ async def _publish(settings: Settings, message: ControlMessage) -> tuple[str, st
     data = encode_message(message)
     last_error = ""
     async with KinesisBus(settings.kinesis) as bus:
-        for _attempt in range(5):
+        for attempt in range(5):
+            if attempt:
+                # Throttling and resets clear with time, not with an instant retry.
+                await anyio.sleep(min(2.0, 0.1 * 2 ** attempt) * random.uniform(0.5, 1.0))
             try:
                 result = (await bus.put_records(stream, [PutEntry(data, message.partition_key)]))[0]
-            except Exception as exc:  # a retriable bus error or a connection reset: try again
+            except BusError as exc:
                 last_error = repr(exc)
+                if not exc.retriable:  # e.g. the stream does not exist: retrying cannot help
+                    break
                 continue
             if result.ok:
                 assert result.shard_id is not None and result.sequence_number is not None
