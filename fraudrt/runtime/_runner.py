@@ -20,8 +20,30 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._actor import Actor, Batch, ComponentContext, InboundRecord
 from ._checkpoint import CheckpointKey, is_after, load_checkpoints, save_checkpoints
+from ._errors import FraudrtRuntimeError
 from ._outbox import OutboxRelay, write_outbox
 from ._reader import Delivery
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A dependency failing (network, database connection, throttling), not the record: never dead-letter."""
+    import asyncpg
+    import botocore.exceptions
+
+    if isinstance(exc, FraudrtRuntimeError):
+        return exc.retriable
+    if isinstance(exc, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                  | botocore.exceptions.HTTPClientError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return getattr(exc, "sqlstate", None) in {"40001", "40P01", "57P01", "53300"}
+    if isinstance(exc, botocore.exceptions.ClientError):
+        meta = exc.response.get("ResponseMetadata", {})
+        code = exc.response.get("Error", {}).get("Code")
+        return int(meta.get("HTTPStatusCode") or 0) >= 500 or code in {
+            "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"}
+    return False
+
 
 UNREADABLE_REASON = "UNREADABLE_RECORD: not a JSON object carrying platform_run_id (top level or payload)"
 
@@ -181,6 +203,10 @@ class ActorRunner:
                     reason = ""
                     break
                 except Exception as exc:
+                    if is_transient(exc) and attempt == self.max_attempts:
+                        # A dependency is down, not this record: hand the batch back to the
+                        # supervisor, which restarts with backoff and replays what is in hand.
+                        raise
                     reason = f"{type(exc).__name__}: {exc}"[:2000]
                     self.log.debug("record %s failed attempt %d: %s", record.sequence_number, attempt,
                                    traceback.format_exc(limit=3))

@@ -436,3 +436,26 @@ async def test_a_component_that_returns_before_the_drain_is_red_not_green() -> N
     stopping.set()
     await supervise(drained, body, stopping, lambda e, d: None, log)
     assert drained.health() == ("GREEN", [])
+
+
+async def test_a_dependency_outage_is_retried_not_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The object store down for a moment is not a poison record: nothing is dead-lettered or skipped."""
+    monkeypatch.setattr("fraudrt.runtime._runner.anyio.sleep", lambda *_a: anyio.lowlevel.checkpoint())
+    runner, actor, pool = _runner()
+    down = [True]
+    original = actor.handle
+
+    async def handle(batch: Batch) -> None:
+        if down[0]:
+            raise ConnectionRefusedError("object store down")
+        await original(batch)
+
+    actor.handle = handle  # type: ignore[method-assign]
+    batch = [_delivery(_inbound("1"), _inbound("2"))]
+    with pytest.raises(OSError):
+        await runner._process(batch)
+    assert not [rows for sql, rows in pool.conn.statements if "rt_dead_letters" in sql]
+    assert runner.checkpoints == {} and runner.stats.dead_lettered == 0
+    down[0] = False
+    await runner._process(batch)  # the supervisor's restart replays what was in hand
+    assert actor.seen == ["1", "2"] and runner.checkpoints[("s", "shardId-000000000000")] == "2"
