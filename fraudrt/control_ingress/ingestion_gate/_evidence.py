@@ -55,9 +55,6 @@ class ObjectWriter:
         return f"s3://{self.bucket}/{key}"
 
     async def _put(self, key: str, body: bytes) -> None:
-        if self.lean is not None:
-            await self.lean.put(self.bucket, key, body)
-            return
         await self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
 
     async def put_many(self, objects: Sequence[tuple[str, Any]]) -> None:
@@ -65,13 +62,17 @@ class ObjectWriter:
         if not objects:
             return
         bodies = [(key, _ENCODER.encode(obj)) for key, obj in objects]
-        sem = asyncio.Semaphore(self.concurrency)
+        results: Sequence[BaseException | None]
+        if self.lean is not None:
+            results = await self.lean.put_many(self.bucket, bodies)
+        else:
+            sem = asyncio.Semaphore(self.concurrency)
 
-        async def one(key: str, body: bytes) -> None:
-            async with sem:
-                await self._put(key, body)
+            async def one(key: str, body: bytes) -> None:
+                async with sem:
+                    await self._put(key, body)
 
-        results = await asyncio.gather(*(one(k, b) for k, b in bodies), return_exceptions=True)
+            results = await asyncio.gather(*(one(k, b) for k, b in bodies), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         self.puts_total += len(bodies) - len(errors)
         if errors:

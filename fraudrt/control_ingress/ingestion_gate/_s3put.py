@@ -1,12 +1,13 @@
-"""A lean S3 PutObject for IG's receipts: HTTP/1.1 over pooled asyncio streams, SigV4 signed here (DESIGN §8).
+"""A lean S3 PutObject for IG's receipts: HTTP/1.1 over kept-alive asyncio streams, SigV4 signed here (DESIGN §8).
 
 aiobotocore spends ~1.5 ms of client CPU per PutObject (request building, signing, response
 parsing), and aiohttp's client ~0.2 ms; with one receipt object per event that, not the object
 store, capped IG. This client writes one pre-formatted request per object on a kept-alive
 connection, signs with a cached signing key (two HMACs per request) and reads only the status line,
-headers and a Content-Length body. It is used when the profile gives a plain-HTTP path-style
-endpoint and static credentials (embedded, local_parity); otherwise (AWS: TLS, default credential
-chain) IG uses aiobotocore.
+headers and a Content-Length body. `put_many` runs one worker per connection that PUTs its share of
+the objects back to back, so a batch of receipts costs no task, semaphore or timer per object.
+It is used when the profile gives a plain-HTTP path-style endpoint and static credentials
+(embedded, local_parity); otherwise (AWS: TLS, default credential chain) IG uses aiobotocore.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
@@ -23,6 +25,8 @@ from fraudrt.config import S3Settings
 _ALGO: Final = "AWS4-HMAC-SHA256"
 _SIGNED: Final = "host;x-amz-content-sha256;x-amz-date"
 _MAX_HEADER: Final = 64 * 1024
+# Errors after which a kept-alive connection is dropped and the PUT retried once on a fresh one.
+_CONN_ERRORS: Final = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
 
 
 class S3PutError(Exception):
@@ -43,7 +47,10 @@ class _Conn:
 
 
 class LeanS3Put:
-    """`put(bucket, key, body)` for plain-HTTP path-style endpoints with static credentials."""
+    """`put` / `put_many` for plain-HTTP path-style endpoints with static credentials.
+
+    At most `concurrency` connections are open at once, across all callers.
+    """
 
     def __init__(self, settings: S3Settings, *, concurrency: int = 64, timeout: float = 10.0) -> None:
         if not self.supported(settings):
@@ -57,7 +64,9 @@ class LeanS3Put:
         self._secret = settings.secret_access_key.encode()
         self._timeout = timeout
         self._keys: tuple[str, bytes] | None = None
+        self._amz_date: tuple[int, str] = (-1, "")
         self._idle: list[_Conn] = []
+        self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
 
     @staticmethod
@@ -73,8 +82,16 @@ class LeanS3Put:
             self._keys = (datestamp, k)
         return self._keys[1]
 
-    def _request(self, path: str, body: bytes, content_type: str) -> bytes:
-        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    def _now(self) -> str:
+        # x-amz-date has one-second resolution: format it once per second, not once per object.
+        second = int(time.time())
+        if self._amz_date[0] != second:
+            self._amz_date = (second, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second)))
+        return self._amz_date[1]
+
+    def _request(self, bucket: str, key: str, body: bytes, content_type: str) -> bytes:
+        path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
+        amz_date = self._now()
         datestamp = amz_date[:8]
         payload = hashlib.sha256(body).hexdigest()
         canonical = (f"PUT\n{path}\n\nhost:{self._host}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz_date}\n\n"
@@ -94,7 +111,8 @@ class LeanS3Put:
         reader, writer = await asyncio.open_connection(*self._addr, limit=_MAX_HEADER)
         return _Conn(reader, writer)
 
-    async def _exchange(self, conn: _Conn, request: bytes) -> tuple[int, bytes, bool]:
+    @staticmethod
+    async def _exchange(conn: _Conn, request: bytes) -> tuple[int, bytes, bool]:
         conn.writer.write(request)
         await conn.writer.drain()
         head = await conn.reader.readuntil(b"\r\n\r\n")
@@ -121,31 +139,74 @@ class LeanS3Put:
             return status, bytes(body), keep
         return status, await conn.reader.readexactly(length) if length else b"", keep
 
+    async def _put_on(self, conn: _Conn | None, request: bytes) -> tuple[_Conn | None, Exception | None]:
+        """PUT one object: (the connection to keep using or None, the error or None)."""
+        for attempt in (0, 1):
+            try:
+                if conn is None:
+                    conn = await self._connect()
+                status, answer, keep = await self._exchange(conn, request)
+            except _CONN_ERRORS as exc:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                # A kept-alive connection the server already closed: one retry on a fresh one
+                # (PUT of the same bytes is idempotent).
+                if attempt == 0:
+                    continue
+                return None, exc
+            except BaseException:  # cancelled (the caller's timeout) mid-exchange: the stream is unusable
+                if conn is not None:
+                    conn.close()
+                raise
+            if not keep:
+                conn.close()
+                conn = None
+            return conn, S3PutError(status, answer.decode("utf-8", "replace")) if status >= 300 else None
+        raise AssertionError("unreachable")
+
     async def put(self, bucket: str, key: str, body: bytes, content_type: str = "application/json") -> None:
-        path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
-        request = self._request(path, body, content_type)
-        async with self._slots:
-            for attempt in (0, 1):
-                conn = await asyncio.wait_for(self._connect(), self._timeout)
-                try:
-                    status, answer, keep = await asyncio.wait_for(self._exchange(conn, request), self._timeout)
-                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-                    conn.close()
-                    # A kept-alive connection the server already closed: one retry on a fresh one
-                    # (PUT of the same bytes is idempotent).
-                    if attempt == 0:
-                        continue
-                    raise
-                except BaseException:
-                    conn.close()
-                    raise
-                if keep:
+        (error,) = await self.put_many(bucket, [(key, body)], content_type)
+        if error is not None:
+            raise error
+
+    async def put_many(self, bucket: str, objects: Sequence[tuple[str, bytes]],
+                       content_type: str = "application/json") -> list[BaseException | None]:
+        """PUT every (key, body); per object None or the error it ended with, in input order.
+
+        Each object has `timeout` seconds from when its request is sent; a cancelled call closes its
+        connections (a half-read response must not be reused).
+        """
+        errors: list[BaseException | None] = [None] * len(objects)
+        if not objects:
+            return errors
+        requests = [self._request(bucket, key, body, content_type) for key, body in objects]
+        next_index = 0
+
+        async def worker() -> None:
+            nonlocal next_index
+            async with self._slots:
+                conn: _Conn | None = None
+                while next_index < len(requests):
+                    i = next_index
+                    next_index += 1
+                    try:
+                        async with asyncio.timeout(self._timeout):
+                            conn, errors[i] = await self._put_on(conn, requests[i])
+                    except TimeoutError as exc:
+                        errors[i] = exc
+                        conn = None  # closed by _put_on when the timeout cancelled it
+                if conn is not None:
                     self._idle.append(conn)
-                else:
-                    conn.close()
-                if status >= 300:
-                    raise S3PutError(status, answer.decode("utf-8", "replace"))
-                return
+
+        workers = min(self._concurrency, len(requests))
+        if workers == 1:
+            await worker()
+        else:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(workers):
+                    tg.create_task(worker())
+        return errors
 
     async def close(self) -> None:
         while self._idle:
