@@ -259,6 +259,13 @@ async def test_repush_is_duplicate_with_original_eb_ref_and_changed_payload_is_m
     # Still exactly one record per event on the bus.
     records = await stream_records(ig.settings, ig.settings.streams.name("traffic_fraud"))
     assert sorted(env["event_id"] for _, env in records) == sorted(e["event_id"] for e in events)
+    # The ops index lists every receipt of the event, oldest first.
+    async with http.get(f"{ig.url}/v1/ops/lookup", params={"event_id": events[0]["event_id"], "platform_run_id": run},
+                        headers=ig.headers()) as resp:
+        matches = (await resp.json())["matches"]
+    assert [m["decision"] for m in matches] == ["ADMIT", "DUPLICATE", "QUARANTINE"], matches
+    assert matches[0]["receipt_id"] == first["results"][0]["receipt_id"]
+    assert matches[2]["reason_codes"] == ["PAYLOAD_HASH_MISMATCH"]
     m = ig.service.metrics()
     assert m["duplicate_total"] == 4 and m["quarantine_reason_PAYLOAD_HASH_MISMATCH_total"] == 1
 

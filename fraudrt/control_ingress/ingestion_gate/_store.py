@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Final
 
 import asyncpg
+import msgspec
+
+from fraudrt.contracts import ig_receipt_id
 
 from ._errors import DependencyDown
 
@@ -32,8 +34,7 @@ DB_DOWN_ERRORS: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimRow:
+class ClaimRow(msgspec.Struct, frozen=True):
     dedupe_key: str
     platform_run_id: str
     event_class: str
@@ -46,8 +47,7 @@ class ClaimRow:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ExistingRow:
+class ExistingRow(msgspec.Struct, frozen=True):
     dedupe_key: str
     state: str
     payload_hash: str
@@ -62,15 +62,13 @@ class ExistingRow:
     duplicate_receipt_ref: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class HealRow:
+class HealRow(msgspec.Struct, frozen=True):
     dedupe_key: str
     claim_token: str
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class AdmitCommit:
+class AdmitCommit(msgspec.Struct, frozen=True):
     dedupe_key: str
     claim_token: str
     eb_topic: str
@@ -82,8 +80,7 @@ class AdmitCommit:
     batch_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ReceiptIndexRow:
+class ReceiptIndexRow(msgspec.Struct, frozen=True):
     platform_run_id: str
     receipt_id: str
     decision: str
@@ -99,8 +96,7 @@ class ReceiptIndexRow:
     batch_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class QuarantineIndexRow:
+class QuarantineIndexRow(msgspec.Struct, frozen=True):
     platform_run_id: str
     quarantine_id: str
     event_id: str | None
@@ -116,37 +112,26 @@ def _cols(rows: Sequence[Any], *names: str) -> list[list[Any]]:
 
 
 _EXISTING_COLS: Final = ("a.dedupe_key, a.state, a.payload_hash, a.claimed_by, "
-                         "(a.claimed_at < now() - make_interval(secs => $13::float8)) AS stale, "
+                         "(a.claimed_at < now() - make_interval(secs => $2::float8)) AS stale, "
                          "a.eb_topic, a.eb_partition, a.eb_offset, a.eb_published_at_utc, a.admitted_at_utc, "
                          "a.receipt_ref, a.duplicate_receipt_ref")
 
-# One round trip: claim what is new, and report what already existed (from the statement's snapshot,
-# which does not see the rows this statement inserts). A key in neither set was inserted by a
-# concurrent transaction that committed after our snapshot: the caller re-selects it.
-_CLAIM_SQL: Final = f"""
-WITH incoming AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $10::bytea[])
-        AS t(dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash, stream,
-             partition_key, profile_id, data)
-), ins AS (
-    INSERT INTO ig_admissions (dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash,
-                               stream, partition_key, profile_id, data, state, claim_token, claimed_by)
-    SELECT i.*, 'PUBLISH_PENDING', $11, $12 FROM incoming i
-    ON CONFLICT (dedupe_key) DO NOTHING
-    RETURNING dedupe_key
-)
-SELECT true AS claimed, ins.dedupe_key, NULL::text AS state, NULL::text AS payload_hash, NULL::text AS claimed_by,
-       NULL::bool AS stale, NULL::text AS eb_topic, NULL::int AS eb_partition, NULL::text AS eb_offset,
-       NULL::text AS eb_published_at_utc, NULL::text AS admitted_at_utc, NULL::text AS receipt_ref,
-       NULL::text AS duplicate_receipt_ref
-  FROM ins
-UNION ALL
-SELECT false, {_EXISTING_COLS} FROM ig_admissions a WHERE a.dedupe_key = ANY($1::text[])
+# Claim what is new. The rows that were not inserted already existed (or a concurrent claimant
+# committed them while this statement waited on its conflict): the caller selects those, a second
+# round trip only when a push repeats events. Probing every key up front cost ~6 us per new event.
+_CLAIM_SQL: Final = """
+INSERT INTO ig_admissions (dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash,
+                           stream, partition_key, profile_id, data, state, claim_token, claimed_by)
+SELECT t.*, 'PUBLISH_PENDING', $11, $12
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+              $8::text[], $9::text[], $10::bytea[])
+    AS t(dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash, stream,
+         partition_key, profile_id, data)
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING dedupe_key
 """
 
-_SELECT_SQL: Final = (f"SELECT {_EXISTING_COLS.replace('$13', '$2')} FROM ig_admissions a "
-                      "WHERE a.dedupe_key = ANY($1::text[])")
+_SELECT_SQL: Final = f"SELECT {_EXISTING_COLS} FROM ig_admissions a WHERE a.dedupe_key = ANY($1::text[])"
 
 _TAKEOVER_SQL: Final = """
 UPDATE ig_admissions SET claim_token = $2, claimed_by = $3, claimed_at = now(),
@@ -167,33 +152,20 @@ UPDATE ig_admissions a SET claim_token = $1, claimed_by = $2, claimed_at = now()
 RETURNING a.dedupe_key, a.claim_token, a.data
 """
 
-# Only the current claimant's token turns a row ADMITTED, and its ADMIT receipt enters the index in
-# the same statement; the envelope is dropped because nothing re-publishes an ADMITTED row.
+# Only the current claimant's token turns a row ADMITTED; the row is the ADMIT receipt's index
+# entry (receipt_id, receipt_ref, eb_ref). The envelope is dropped: nothing re-publishes an ADMITTED row.
 _COMMIT_SQL: Final = """
-WITH u AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::text[])
-        AS t(dedupe_key, claim_token, eb_topic, eb_partition, eb_offset, eb_published_at_utc, receipt_id,
-             receipt_ref, batch_id)
-), upd AS (
-    UPDATE ig_admissions a
-       SET state = 'ADMITTED', data = NULL, eb_topic = u.eb_topic, eb_partition = u.eb_partition,
-           eb_offset = u.eb_offset, eb_published_at_utc = u.eb_published_at_utc,
-           admitted_at_utc = u.eb_published_at_utc, receipt_id = u.receipt_id, receipt_ref = u.receipt_ref
-      FROM u
-     WHERE a.dedupe_key = u.dedupe_key AND a.claim_token = u.claim_token AND a.state = 'PUBLISH_PENDING'
-    RETURNING a.dedupe_key, a.platform_run_id, a.event_id, a.event_type, a.event_class, u.receipt_id,
-              u.eb_topic, u.eb_partition, u.eb_offset, u.receipt_ref, u.batch_id
-), ins AS (
-    INSERT INTO ig_receipts (platform_run_id, receipt_id, decision, event_id, event_type, event_class, dedupe_key,
-                             eb_topic, eb_partition, eb_offset, receipt_ref, batch_id)
-    SELECT platform_run_id, receipt_id, 'ADMIT', event_id, event_type, event_class, dedupe_key,
-           eb_topic, eb_partition, eb_offset, receipt_ref, batch_id FROM upd
-    ON CONFLICT (platform_run_id, receipt_id) DO UPDATE
-       SET eb_topic = EXCLUDED.eb_topic, eb_partition = EXCLUDED.eb_partition, eb_offset = EXCLUDED.eb_offset,
-           receipt_ref = EXCLUDED.receipt_ref, batch_id = EXCLUDED.batch_id
-)
-SELECT dedupe_key FROM upd
+UPDATE ig_admissions a
+   SET state = 'ADMITTED', data = NULL, eb_topic = u.eb_topic, eb_partition = u.eb_partition,
+       eb_offset = u.eb_offset, eb_published_at_utc = u.eb_published_at_utc,
+       admitted_at_utc = u.eb_published_at_utc, receipt_id = u.receipt_id, receipt_ref = u.receipt_ref,
+       receipt_batch_id = u.batch_id
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
+              $8::text[], $9::text[])
+    AS u(dedupe_key, claim_token, eb_topic, eb_partition, eb_offset, eb_published_at_utc, receipt_id,
+         receipt_ref, batch_id)
+ WHERE a.dedupe_key = u.dedupe_key AND a.claim_token = u.claim_token AND a.state = 'PUBLISH_PENDING'
+RETURNING a.dedupe_key
 """
 
 _RECEIPTS_SQL: Final = """
@@ -222,8 +194,12 @@ UPDATE ig_admissions a SET duplicate_receipt_ref = t.ref
  WHERE a.dedupe_key = t.dedupe_key AND a.duplicate_receipt_ref IS NULL
 """
 
-_LOOKUP_COLS: Final = ("platform_run_id, receipt_id, decision, event_id, event_type, event_class, dedupe_key, "
-                       "reason_codes, eb_topic, eb_partition, eb_offset, receipt_ref, batch_id, created_at")
+_LOOKUP_COLS_R: Final = ("r.platform_run_id, r.receipt_id, r.decision, r.event_id, r.event_type, r.event_class, "
+                         "r.dedupe_key, r.reason_codes, r.eb_topic, r.eb_partition, r.eb_offset, r.receipt_ref, "
+                         "r.batch_id, r.created_at")
+_LOOKUP_COLS_A: Final = ("a.platform_run_id, a.receipt_id, 'ADMIT'::text, a.event_id, a.event_type, a.event_class, "
+                         "a.dedupe_key, '{}'::text[], a.eb_topic, a.eb_partition, a.eb_offset, a.receipt_ref, "
+                         "a.receipt_batch_id, a.created_at")
 
 
 def _existing(record: Any) -> ExistingRow:
@@ -262,21 +238,20 @@ class AdmissionStore:
         args = _cols(rows, "dedupe_key", "platform_run_id", "event_class", "event_id", "event_type", "payload_hash",
                      "stream", "partition_key", "profile_id", "data")
         async with self._conn() as conn:
-            records = await conn.fetch(_CLAIM_SQL, *args, token, me, lease, timeout=self.timeout)
-        claimed: set[str] = set()
-        existing: dict[str, ExistingRow] = {}
-        for r in records:
-            if r["claimed"]:
-                claimed.add(r["dedupe_key"])
-            else:
-                existing[r["dedupe_key"]] = _existing(r)
+            records = await conn.fetch(_CLAIM_SQL, *args, token, me, timeout=self.timeout)
+            claimed = {r["dedupe_key"] for r in records}
+            others = [row.dedupe_key for row in rows if row.dedupe_key not in claimed]
+            existing = await self._select(conn, others, lease) if others else {}
         return claimed, existing
 
     async def select(self, keys: Sequence[str], lease: float) -> dict[str, ExistingRow]:
         if not keys:
             return {}
         async with self._conn() as conn:
-            records = await conn.fetch(_SELECT_SQL, list(keys), lease, timeout=self.timeout)
+            return await self._select(conn, keys, lease)
+
+    async def _select(self, conn: Any, keys: Sequence[str], lease: float) -> dict[str, ExistingRow]:
+        records = await conn.fetch(_SELECT_SQL, list(keys), lease, timeout=self.timeout)
         return {r["dedupe_key"]: _existing(r) for r in records}
 
     async def take_over(self, keys: Sequence[str], token: str, me: str, lease: float) -> set[str]:
@@ -299,7 +274,7 @@ class AdmissionStore:
         """One transaction: ADMITTED + eb_ref for our claims, then the index rows. Returns the keys committed."""
         committed: set[str] = set()
         async with self._conn() as conn, conn.transaction():
-            if admits:
+            if admits:  # also their receipts' index entries (see _COMMIT_SQL)
                 args = _cols(admits, "dedupe_key", "claim_token", "eb_topic", "eb_partition", "eb_offset",
                              "eb_published_at_utc", "receipt_id", "receipt_ref", "batch_id")
                 records = await conn.fetch(_COMMIT_SQL, *args, timeout=self.timeout)
@@ -321,20 +296,38 @@ class AdmissionStore:
 
     async def lookup(self, *, event_id: str | None = None, receipt_id: str | None = None,
                      platform_run_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        where: list[str] = []
+        """Receipts by event id and/or receipt id: DUPLICATE/QUARANTINE rows of ig_receipts, ADMITs from ig_admissions.
+
+        An ADMIT receipt's id is a function of the event id, so both lookups reach an admission by
+        its receipt_id index.
+        """
+        if event_id is None and receipt_id is None:
+            raise ValueError("lookup needs event_id or receipt_id")
         args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        where_r: list[str] = []
+        rid = arg(receipt_id or ig_receipt_id("ADMIT", event_id or ""))
+        where_a = [f"a.receipt_id = {rid}"]
         if event_id is not None:
-            args.append(event_id)
-            where.append(f"event_id = ${len(args)}")
+            p = arg(event_id)
+            where_r.append(f"r.event_id = {p}")
+            where_a.append(f"a.event_id = {p}")
         if receipt_id is not None:
-            args.append(receipt_id)
-            where.append(f"receipt_id = ${len(args)}")
+            where_r.append(f"r.receipt_id = {rid}")
         if platform_run_id is not None:
-            args.append(platform_run_id)
-            where.append(f"platform_run_id = ${len(args)}")
-        args.append(limit)
-        sql = (f"SELECT {_LOOKUP_COLS} FROM ig_receipts WHERE {' AND '.join(where)} "
-               f"ORDER BY created_at, receipt_id LIMIT ${len(args)}")
+            p = arg(platform_run_id)
+            where_r.append(f"r.platform_run_id = {p}")
+            where_a.append(f"a.platform_run_id = {p}")
+        sql = (f"SELECT * FROM (SELECT {_LOOKUP_COLS_R} FROM ig_receipts r WHERE {' AND '.join(where_r)} "
+               f"UNION ALL SELECT {_LOOKUP_COLS_A} FROM ig_admissions a "
+               f"WHERE a.state = 'ADMITTED' AND {' AND '.join(where_a)} AND NOT EXISTS "
+               # ADMIT rows written to ig_receipts before migration 002 are listed once, from there.
+               f"(SELECT 1 FROM ig_receipts o WHERE o.platform_run_id = a.platform_run_id "
+               f"AND o.receipt_id = a.receipt_id)) x ORDER BY created_at, receipt_id LIMIT {arg(limit)}")
         async with self._conn() as conn:
             records = await conn.fetch(sql, *args, timeout=self.timeout)
         out = []
