@@ -149,6 +149,7 @@ _CANON_FAST: Final = msgspec.json.Encoder(order="sorted")
 # as 1e16, repr as 1e-05 and 1e+16). Zero is fine too.
 _FAST_FLOAT_MIN: Final = 1e-4
 _FAST_FLOAT_MAX: Final = 1e16
+_STR_ONLY: Final = {str}
 
 
 def _fast_canon_ok(obj: Any) -> bool:
@@ -164,7 +165,7 @@ def _fast_canon_ok(obj: Any) -> bool:
         node = todo.pop()
         t = type(node)
         if t is dict:
-            if any(type(k) is not str for k in node):
+            if node and set(map(type, node)) != _STR_ONLY:
                 return False
             values = node.values()
         elif t is list:

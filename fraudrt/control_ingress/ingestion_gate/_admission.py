@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -48,8 +47,7 @@ _KEPT_KEYS: Final = frozenset({"event_id", "event_type", "schema_version", "ts_u
 _MAX_KEPT_CHARS: Final = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Admissible:
+class Admissible(msgspec.Struct, frozen=True):
     index: int
     env: Envelope
     data: bytes  # the compact envelope: the Kinesis record body
@@ -60,8 +58,7 @@ class Admissible:
     partition_key: str
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(msgspec.Struct, frozen=True):
     index: int
     reason: str
     detail: str

@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import operator
 import os
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final, Literal
+
+import msgspec
 
 from fraudrt.contracts import Envelope, envelope_to_dict, ig_receipt_id, utc_now_ts
 
@@ -71,8 +74,7 @@ class GateConfig:
     crash_hook: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     index: int
     decision: Decision
     receipt: Receipt
@@ -93,8 +95,7 @@ class GateCounters:
     reasons: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass(frozen=True, slots=True)
-class _Claimed:
+class _Claimed(msgspec.Struct, frozen=True):
     """An admission whose claim this instance holds: everything needed to publish and receipt it."""
 
     index: int
@@ -128,9 +129,19 @@ def _claimed_from(a: Admissible, token: str) -> _Claimed:
                     partition_key=a.partition_key, profile_id=a.rule.route.profile_id, payload_hash=a.payload_hash)
 
 
-def _pins(env: Envelope) -> dict[str, object]:
-    values = {k: getattr(env, k) for k in _PIN_KEYS}
-    return {k: v for k, v in values.items() if v is not None}
+_pin_values: Final = operator.attrgetter(*_PIN_KEYS)
+
+
+def _pins(env: Envelope, cache: dict[tuple[object, ...], dict[str, object]]) -> dict[str, object]:
+    # The events of a run share their pins: build the dict once per distinct set (the cache is
+    # bounded; a run has one set). Receipts only read (encode) it, so sharing one dict is safe.
+    values = _pin_values(env)
+    pins = cache.get(values)
+    if pins is None:
+        if len(cache) >= 256:
+            cache.clear()
+        pins = cache[values] = {k: v for k, v in zip(_PIN_KEYS, values, strict=True) if v is not None}
+    return pins
 
 
 class Gate:
@@ -143,6 +154,7 @@ class Gate:
         self.config = config
         self.counters = GateCounters()
         self._inflight: dict[str, asyncio.Future[EbRef | None]] = {}
+        self._pins_cache: dict[tuple[object, ...], dict[str, object]] = {}
         rev = policy.rev
         self._policy_rev = PolicyRevRef(policy_id=rev.policy_id, revision=rev.revision,
                                         content_digest=rev.content_digest)
@@ -160,7 +172,7 @@ class Gate:
             event_class=event_class, ts_utc=env.ts_utc, manifest_fingerprint=env.manifest_fingerprint,
             platform_run_id=env.platform_run_id or self.config.fallback_run,
             run_config_digest=self._policy_rev.content_digest, policy_rev=self._policy_rev, dedupe_key=dedupe_key,
-            pins=_pins(env), scenario_run_id=env.scenario_run_id,
+            pins=_pins(env, self._pins_cache), scenario_run_id=env.scenario_run_id,
             payload_hash=PayloadHash(algo="sha256", hex=payload_hash),
             admitted_at_utc=eb_ref.published_at_utc, eb_ref=eb_ref, partitioning_profile_id=profile_id,
             partition_key=partition_key, evidence_refs=evidence or [], reason_codes=reasons or [],

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
+
 from fraudrt.contracts import utc_now_ts
 from fraudrt.runtime import BusError, PutEntry, PutResult, shard_number
 
@@ -35,8 +37,7 @@ class BusLike(Protocol):
     async def put_records(self, stream: str, entries: Sequence[PutEntry]) -> list[PutResult]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PublishItem:
+class PublishItem(msgspec.Struct, frozen=True):
     stream: str
     partition_key: str
     data: bytes
