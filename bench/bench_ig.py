@@ -36,6 +36,21 @@ from fraudrt.config import Settings, load_settings, project_root
 BATCH = 500
 
 
+class _Result(msgspec.Struct):
+    index: int
+    decision: str
+
+
+class _Counts(msgspec.Struct):
+    """What WSP decodes of a push's answer (world_stream_producer/_push.py), plus the count."""
+
+    results: list[_Result]
+    admit: int
+
+
+_decode_counts = msgspec.json.Decoder(_Counts)
+
+
 def _hex(n: int) -> str:
     return hashlib.sha256(uuid.uuid4().bytes).hexdigest()[:n]
 
@@ -54,7 +69,50 @@ def envelopes(run: str, n: int) -> list[dict[str, Any]]:
     return out
 
 
-async def raw_s3(settings: Settings, n: int, client: str, concurrency: int = 64) -> float:
+class CpuMeter:
+    """CPU seconds spent by this benchmark's process and by each substrate service.
+
+    Services are found by the pids the launcher recorded (other substrates on a shared machine are
+    not counted); Postgres includes its backends, live and exited.
+    """
+
+    def __init__(self) -> None:
+        self.procs: dict[str, psutil.Process] = {"bench_and_ig": psutil.Process()}
+
+    async def start(self, settings: Settings) -> CpuMeter:
+        from fraudrt.substrate import status
+
+        st = await status(settings)
+        names = {"s3": "seaweedfs", "kinesis": "kinesalite", "postgres": "postgres"}
+        for name, svc in st["services"].items():
+            if svc.get("pid"):
+                self.procs[names.get(name, name)] = psutil.Process(svc["pid"])
+        return self
+
+    @staticmethod
+    def _cpu(name: str, proc: psutil.Process) -> float:
+        family = [proc, *proc.children(recursive=True)] if name == "postgres" else [proc]
+        total = 0.0
+        for p in family:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+                if name == "postgres":
+                    total += t.children_user + t.children_system
+            except psutil.Error:
+                pass
+        return total
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: self._cpu(name, p) for name, p in self.procs.items()}
+
+    @staticmethod
+    def per_item_us(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, int]:
+        return {k: round((after[k] - before[k]) / n * 1e6) for k in before}
+
+
+async def raw_s3(settings: Settings, meter: CpuMeter, n: int, client: str, concurrency: int = 64
+                 ) -> tuple[float, dict[str, int]]:
     """PutObject rate of 1.8 KB objects (an ADMIT receipt is ~1.7 KB), `concurrency` in flight."""
     from fraudrt.control_ingress.ingestion_gate._s3put import LeanS3Put
     from fraudrt.substrate import s3_client
@@ -66,11 +124,11 @@ async def raw_s3(settings: Settings, n: int, client: str, concurrency: int = 64)
         async with LeanS3Put(settings.s3, concurrency=concurrency) as lean:
             warm = await lean.put_many(bucket, [(f"bench/raw-lean/w{i}.json", body) for i in range(concurrency)])
             assert not any(warm), warm
-            start = time.perf_counter()
+            cpu0, start = meter.snapshot(), time.perf_counter()
             errors = await lean.put_many(bucket, [(f"bench/raw-lean/{i}.json", body) for i in range(n)])
-            elapsed = time.perf_counter() - start
+            elapsed, cpu1 = time.perf_counter() - start, meter.snapshot()
             assert not any(errors), next(e for e in errors if e)
-            return n / elapsed
+            return n / elapsed, meter.per_item_us(cpu0, cpu1, n)
     sem = asyncio.Semaphore(concurrency)
     async with s3_client(settings.s3, max_pool_connections=concurrency) as s3:
         async def one(i: int) -> None:
@@ -78,29 +136,31 @@ async def raw_s3(settings: Settings, n: int, client: str, concurrency: int = 64)
                 await s3.put_object(Bucket=bucket, Key=f"bench/raw-{client}/{i}.json", Body=body)
 
         await asyncio.gather(*(one(-i - 1) for i in range(concurrency)))  # connection warm-up
-        start = time.perf_counter()
+        cpu0, start = meter.snapshot(), time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
-        return n / (time.perf_counter() - start)
+        elapsed, cpu1 = time.perf_counter() - start, meter.snapshot()
+        return n / elapsed, meter.per_item_us(cpu0, cpu1, n)
 
 
-async def raw_kinesis(settings: Settings, n: int) -> float:
+async def raw_kinesis(settings: Settings, meter: CpuMeter, n: int) -> tuple[float, dict[str, int]]:
     from fraudrt.runtime import KinesisBus, PutEntry
 
     stream = settings.streams.name("traffic_baseline")
     data = json.dumps(envelopes("platform_20260102T030405Z", 1)[0]).encode()
     async with KinesisBus(settings.kinesis) as bus:
         await bus.put_records(stream, [PutEntry(data, "warm")])
-        start = time.perf_counter()
+        cpu0, start = meter.snapshot(), time.perf_counter()
         sent = 0
         while sent < n:
             chunk = min(BATCH, n - sent)
             results = await bus.put_records(stream, [PutEntry(data, f"k{sent + i}") for i in range(chunk)])
             assert all(r.ok for r in results)
             sent += chunk
-        return n / (time.perf_counter() - start)
+        elapsed, cpu1 = time.perf_counter() - start, meter.snapshot()
+        return n / elapsed, meter.per_item_us(cpu0, cpu1, n)
 
 
-async def ig_rate(settings: Settings, n: int, pushers: int) -> tuple[float, dict[str, Any]]:
+async def ig_rate(settings: Settings, meter: CpuMeter, n: int, pushers: int) -> tuple[float, dict[str, Any]]:
     from fraudrt.control_ingress.ingestion_gate import IngestionGate, ig_api_key
     from fraudrt.runtime import ComponentContext, apply_migrations
 
@@ -121,9 +181,9 @@ async def ig_rate(settings: Settings, n: int, pushers: int) -> tuple[float, dict
         async with aiohttp.ClientSession() as http:
             async def send(body: bytes) -> int:
                 async with http.post(url, data=body, headers=headers) as resp:
-                    answer = msgspec.json.decode(await resp.read())
-                    assert resp.status == 200, answer
-                    return int(answer["admit"])
+                    payload = await resp.read()
+                    assert resp.status == 200, payload[:500]
+                    return _decode_counts.decode(payload).admit  # typed, as WSP decodes the answer
 
             assert await send(bodies[0]) == BATCH  # warm-up batch (connections, caches)
             queue = list(bodies[1:])
@@ -135,15 +195,12 @@ async def ig_rate(settings: Settings, n: int, pushers: int) -> tuple[float, dict
                     got = await send(queue.pop())  # not `admitted += await ...`: that reads before awaiting
                     admitted += got
 
-            proc = psutil.Process()
-            cpu0 = proc.cpu_times()
-            start = time.perf_counter()
+            cpu0, start = meter.snapshot(), time.perf_counter()
             await asyncio.gather(*(pusher() for _ in range(pushers)))
-            elapsed = time.perf_counter() - start
-            cpu1 = proc.cpu_times()
+            elapsed, cpu1 = time.perf_counter() - start, meter.snapshot()
         assert admitted == n, admitted
-        info = {"ig_process_cpu_s": round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system), 2),
-                "elapsed_s": round(elapsed, 2), "metrics": service.metrics()}
+        info = {"cpu_us_per_event": meter.per_item_us(cpu0, cpu1, n), "elapsed_s": round(elapsed, 2),
+                "metrics": service.metrics()}
         return n / elapsed, info
     finally:
         ctx.stopping.set()
@@ -181,12 +238,12 @@ async def ig_pipeline_cpu(settings: Settings, layout: str, batches: int = 20) ->
                 out.append(PutResult("shardId-000000000000", str(Bus.seq)))
             return out
 
-    class Writer(ObjectWriter):
-        async def _put(self, key: str, body: bytes) -> None:
-            return None
+    class Lean:
+        async def put_many(self, bucket: str, objects: Any) -> list[None]:
+            return [None] * len(objects)
 
     run = "platform_20260101T000000Z"
-    gate = Gate(load_policy(settings), Store(), Publisher(Bus()), Writer(None, "bucket"),
+    gate = Gate(load_policy(settings), Store(), Publisher(Bus()), ObjectWriter(None, "bucket", lean=Lean()),  # type: ignore[arg-type]
                 GateConfig(bucket="bucket", fallback_run=run, instance_id="bench", environment="bench",
                            service_release_id="bench", receipts_layout=layout))  # type: ignore[arg-type]
     actor = KeyRing(["k"]).authenticate("k")
@@ -225,17 +282,25 @@ async def measure(home: Path, args: argparse.Namespace) -> dict[str, Any]:
     # Interleaved repeats, median reported: the machine may be shared, and a burst of someone
     # else's work should move one sample, not the result.
     samples: dict[str, list[float]] = {}
+    cpu: dict[str, list[dict[str, int]]] = {}
+    meter = await CpuMeter().start(settings)
+
+    def record(name: str, rate: float, cpu_us: dict[str, int]) -> None:
+        samples.setdefault(name, []).append(rate)
+        cpu.setdefault(name, []).append(cpu_us)
+
     for _ in range(args.repeat):
-        samples.setdefault("raw_s3_put_per_s", []).append(await raw_s3(settings, args.s3_objects, "lean"))
-        samples.setdefault("raw_s3_put_aiobotocore_per_s", []).append(
-            await raw_s3(settings, args.s3_objects // 2, "aiobotocore"))
-        samples.setdefault("raw_kinesis_records_per_s", []).append(await raw_kinesis(settings, args.events))
+        record("raw_s3_put_per_s", *await raw_s3(settings, meter, args.s3_objects, "lean"))
+        record("raw_s3_put_aiobotocore_per_s", *await raw_s3(settings, meter, args.s3_objects // 2, "aiobotocore"))
+        record("raw_kinesis_records_per_s", *await raw_kinesis(settings, meter, args.events))
         for layout in ("batch", "per_event"):
             s = load_settings("embedded", env={**base_env, "IG_RECEIPTS_LAYOUT": layout})
             n = args.events if layout == "batch" else args.per_event_events
-            rate, info = await ig_rate(s, n, args.pushers)
-            samples.setdefault(f"ig_{layout}_events_per_s", []).append(rate)
+            rate, info = await ig_rate(s, meter, n, args.pushers)
+            record(f"ig_{layout}_events_per_s", rate, info["cpu_us_per_event"])
             results[f"ig_{layout}_info"] = {"events": n, **info}
+    results["cpu_us"] = {name: {proc: statistics.median(c[proc] for c in runs) for proc in runs[0]}
+                         for name, runs in cpu.items()}
     for layout in ("batch", "per_event"):
         results[f"ig_pipeline_cpu_us_{layout}"] = await ig_pipeline_cpu(settings, layout)
     for name, values in samples.items():
@@ -245,14 +310,33 @@ async def measure(home: Path, args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def cpu_table(r: dict[str, Any]) -> str:
+    rows = [("raw S3 PUT (lean client)", "raw_s3_put_per_s", "object"),
+            ("raw Kinesis PutRecords", "raw_kinesis_records_per_s", "record"),
+            ("IG admit, receipts_layout=batch", "ig_batch_events_per_s", "event"),
+            ("IG admit, receipts_layout=per_event", "ig_per_event_events_per_s", "event")]
+    procs = ["bench_and_ig", "seaweedfs", "kinesalite", "postgres"]
+    out = ["| measurement | per | " + " | ".join(procs) + " | total | total / 2 cores |",
+           "|---|---|" + "---:|" * (len(procs) + 2)]
+    for label, name, unit in rows:
+        c = r["cpu_us"][name]
+        total = sum(c.get(p, 0) for p in procs)
+        out.append(f"| {label} | {unit} | " + " | ".join(f"{c.get(p, 0):,.0f}" for p in procs)
+                   + f" | {total:,.0f} | {total / 2:,.0f} |")
+    return "\n".join(out)
+
+
 def report(r: dict[str, Any]) -> str:
     m = r["machine"]
     s3, kin = r["raw_s3_put_per_s"], r["raw_kinesis_records_per_s"]
     b, p = r["ig_batch_events_per_s"], r["ig_per_event_events_per_s"]
     ok_b = "PASS" if b >= 5000 else "FAIL"
     ok_p = "PASS" if p >= 0.8 * s3 else "FAIL"
-
     boto, s3_08 = r["raw_s3_put_aiobotocore_per_s"], f"{0.8 * s3:,.0f}"
+    cu = r["cpu_us"]
+    raw_put = cu["raw_s3_put_per_s"]["seaweedfs"] + cu["raw_s3_put_per_s"]["bench_and_ig"]
+    pe = cu["ig_per_event_events_per_s"]
+    extra = pe["kinesalite"] + pe["postgres"] + pe["bench_and_ig"] - cu["raw_s3_put_per_s"]["bench_and_ig"]
 
     def sm(name: str) -> str:
         return ", ".join(f"{v:,}" for v in r[name + "_samples"])
@@ -264,16 +348,16 @@ Measured by `bench/bench_ig.py` on the embedded substrate (SeaweedFS, kinesalite
 fsync off), all on this one machine, in one run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
 
 Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}, Linux {m['kernel']}.
-The machine is shared: 1-minute load average {r['loadavg_start']:.1f} at the start, {r['loadavg_end']:.1f} at the end
-(other engineers' test suites and benchmarks were running), so treat the numbers as a floor.
+1-minute load average {r['loadavg_start']:.1f} at the start, {r['loadavg_end']:.1f} at the end (the machine may be
+shared with other work; each number is the median of interleaved repeats).
 
 Method: batches of {BATCH} envelopes (`s3_event_stream_with_fraud_6B`, ~700 B each) pushed by
-{r['pushers']} concurrent HTTP clients to one IG instance; each batch = 1 claim statement, PutRecords of
-500 (in up to 4 concurrent calls split by partition key), the receipt objects, 1 settle transaction. One
-warm-up batch is excluded. Raw rates use the clients IG uses: IG's lean S3 PUT
-(`ingestion_gate/_s3put.py`: HTTP/1.1 on pooled asyncio streams, SigV4 signed locally) at 64 in
-flight, and `KinesisBus.put_records`, 500 records per call, one caller. aiobotocore's `put_object`
-rate is shown for comparison: it is why IG has its own PUT path.
+{r['pushers']} concurrent HTTP clients to one IG instance; each batch = 1 claim statement, PutRecords
+(split by partition key into up to {r.get('publish_lanes', 4)} concurrent calls), the receipt objects, 1 settle
+transaction. One warm-up batch is excluded. Raw rates use the clients IG uses: IG's lean S3 PUT
+(`ingestion_gate/_s3put.py`: `put_many`, one worker per kept-alive HTTP/1.1 connection, SigV4 signed
+locally, 64 connections) and `KinesisBus.put_records`, 500 records per call, one caller.
+aiobotocore's `put_object` rate is shown for comparison: it is why IG has its own PUT path.
 
 Each measurement ran {r['repeat']} times, interleaved; the table shows the median, the samples follow.
 
@@ -285,19 +369,21 @@ Each measurement ran {r['repeat']} times, interleaved; the table shows the media
 | IG admit, receipts_layout=batch | {b:,.0f} events/s | {sm('ig_batch_events_per_s')} | >= 5,000 | {ok_b} |
 | IG admit, receipts_layout=per_event | {p:,.0f} events/s | {sm_p} | >= 0.8 x S3 = {s3_08} | {ok_p} |
 
+## Where the time goes
+
+CPU µs per object / record / event of each process over the timed part (median of the repeats;
+`bench_and_ig` is this process: IG's server and, for the IG rows, the benchmark's HTTP client too):
+
+{cpu_table(r)}
+
+Everything shares two cores, so a rate is bounded by about 2 s / (total CPU per item). A raw PUT
+costs {raw_put:,.0f} µs of CPU (SeaweedFS and the client); admitting an event with its own receipt costs that
+PUT plus ~{extra:,.0f} µs more (kinesalite, Postgres, IG's admission work and the client), which is what
+the per_event ratio measures.
+
 IG's own CPU per event (`Gate.admit` with in-memory Postgres/bus/S3 stand-ins, no HTTP):
 {r['ig_pipeline_cpu_us_batch']:.0f} µs (batch layout), {r['ig_pipeline_cpu_us_per_event']:.0f} µs (per_event layout),
 i.e. one IG core could admit ~{1e6 / r['ig_pipeline_cpu_us_batch']:,.0f} events/s before HTTP and client costs.
-
-Per-event receipts are bounded by the object store: every admitted event costs one S3 PUT, so the
-ratio to the raw PUT rate is the number that says whether IG adds overhead. On a 2-core machine the
-ratio also depends on how much CPU the object store can get: the raw loop leaves SeaweedFS (a
-multi-threaded Go server) both cores, while IG's own work, kinesalite and Postgres take ~350 µs of
-CPU per event from the same two cores. Batch receipts remove
-that bound; then the bus (kinesalite ~87 µs of its own CPU per record) and IG's own CPU share the
-machine's cores: per admitted event the substrate spent roughly 90-120 µs in kinesalite, 30-40 µs in
-SeaweedFS (one ~0.8 MB batch object per 500 events) and ~10 µs in Postgres, and the IG process
-(server plus the benchmark's HTTP client) ~150-190 µs, measured with psutil in a separate run.
 
 Details: `ig_batch`: {json.dumps(r['ig_batch_info'])}
 

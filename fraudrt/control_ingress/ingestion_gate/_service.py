@@ -204,7 +204,8 @@ class IngestionGate(Service):
                 lean = await stack.enter_async_context(LeanS3Put(settings.s3, concurrency=concurrency))
             self._writer = writer = ObjectWriter(s3, settings.buckets.platform, concurrency=concurrency, lean=lean)
             self._publisher = publisher = Publisher(
-                bus, budget_seconds=_option(ctx, "publish_budget_seconds", "IG_PUBLISH_BUDGET_SECONDS", 10.0))
+                bus, budget_seconds=_option(ctx, "publish_budget_seconds", "IG_PUBLISH_BUDGET_SECONDS", 10.0),
+                lanes=int(_option(ctx, "publish_lanes", "IG_PUBLISH_LANES", 4)))
             config = GateConfig(
                 bucket=settings.buckets.platform, fallback_run=ctx.platform_run_id,
                 # Provisional: replaced by ig@<hostname>:<bound port> once the socket is bound.
