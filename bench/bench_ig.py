@@ -396,7 +396,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--per-event-events", type=int, default=5_000)
     parser.add_argument("--s3-objects", type=int, default=3_000)
-    parser.add_argument("--pushers", type=int, default=2)
+    parser.add_argument("--pushers", type=int, default=4)  # WSP pushes 4 batches at a time (wsp.push_concurrency)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", default=str(project_root() / "docs" / "perf" / "ig.md"))
     parser.add_argument("--report-only", default=None, help="re-render --out from a saved results JSON")

@@ -146,10 +146,11 @@ def decode_envelope(data: bytes | bytearray | memoryview | str | Mapping[str, An
     mapping goes through ``msgspec.convert`` with the same rules (strict: no ``"42"`` -> 42).
     """
     try:
-        if isinstance(data, Mapping):
-            env = msgspec.convert(data if isinstance(data, dict) else dict(data), Envelope, strict=True)
-        else:
+        # bytes first: an isinstance check against the Mapping ABC costs ~0.5 us, once per admitted event.
+        if type(data) is bytes or not isinstance(data, Mapping):
             env = _DECODER.decode(data)
+        else:
+            env = msgspec.convert(data if isinstance(data, dict) else dict(data), Envelope, strict=True)
     except msgspec.ValidationError as exc:
         raise _translate(exc) from None
     except msgspec.DecodeError as exc:
