@@ -215,3 +215,30 @@ async def test_missing_stream_view_receipt_or_seal_is_refused_before_any_state(s
     good = await oracle_world(scope.settings, tmp_path / "w3")
     result = await sr_ready(scope.settings, ready_request(scope.run_id, good, key))
     assert result.kind == "READY"
+
+
+async def test_unpublishable_ready_fails_at_once_and_reuse_publishes_it_later(
+        substrate: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fraudrt.control_ingress.scenario_runner import _runner
+
+    scope = make_scope(substrate, tmp_path / "runs")  # no control stream yet
+    world = await oracle_world(scope.settings, tmp_path / "w")
+    key = f"parity_{uuid.uuid4().hex[:8]}"
+    pauses: list[float] = []
+    real_sleep = anyio.sleep
+
+    async def recording_sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(_runner.anyio, "sleep", recording_sleep)
+    with pytest.raises(ScenarioRunnerError) as failed:
+        await sr_ready(scope.settings, ready_request(scope.run_id, world, key))
+    assert failed.value.code == "READY_PUBLISH_FAILED" and "ResourceNotFound" in str(failed.value)
+    assert pauses == []  # a missing stream is not retried: waiting cannot create it
+    monkeypatch.undo()
+
+    await create_streams(scope.settings, ["control"])
+    again = await sr_ready(scope.settings, ready_request(scope.run_id, world, key, reuse=True))
+    assert again.reused
+    assert [m.message_id for m in await control_messages(scope.settings)] == [again.message_id]
