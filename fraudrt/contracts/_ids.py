@@ -40,6 +40,8 @@ Ingestion Gate
 ig_dedupe_key                      ``S("{platform_run_id}:{event_class}:{event_id}")``                    64
 ig_receipt_id                      ``S("{decision}:{event_id}")[:32]``                                    32
 ig_quarantine_id                   ``S("QUARANTINE:{event_id}")[:32]``                                    32
+ig_quarantine_key                  *new* ``"{prid}:{event_id or 'raw:'+S(raw)}:{reason}:{content hash}"``  -
+                                   (fed to ig_quarantine_id / ig_receipt_id for a quarantine decision)
 payload_hash                       ``H({event_type, schema_version, payload})`` (also RTDL semantic)      64
 partition_key                      ``S(str(value))``                                                      64
 ig_policy_digest                   ``H(sorted [{path, content: canon_compact(doc)}])``                    64
@@ -483,6 +485,17 @@ def ig_receipt_id(decision: str, event_id: str) -> str:
 def ig_quarantine_id(event_id: str) -> str:
     """IG ``quarantine_id``: ``sha256("QUARANTINE:{event_id}")[:32]`` (same caveat as ``ig_receipt_id``)."""
     return sha256_hex(f"QUARANTINE:{event_id}")[:32]
+
+
+def ig_quarantine_key(platform_run_id: str, event_key: str, reason: str, content_hash: str) -> str:
+    """*new* The key IG feeds to ``ig_quarantine_id`` and ``ig_receipt_id("QUARANTINE", ...)``.
+
+    ``<run>:<event_id>:<reason>:<content hash>`` rather than the bare event id: the reference's
+    bare-id ids made a second quarantine of the same event (other reason, other payload, other run)
+    silently keep the first record (critique §13.2 #11). The same bad input maps to the same key.
+    ``event_key`` is the event id, or ``raw:<sha256 of the raw bytes>`` when there is none.
+    """
+    return f"{platform_run_id}:{event_key}:{reason}:{content_hash}"
 
 
 def payload_hash(event_type: str, schema_version: str | None, payload: Any) -> str:

@@ -42,6 +42,7 @@ from fraudrt.contracts import (
     ig_dedupe_key,
     ig_policy_digest,
     ig_quarantine_id,
+    ig_quarantine_key,
     ig_receipt_id,
     label_assertion_id,
     label_assertion_payload_hash,
@@ -197,6 +198,10 @@ def test_ig_dedupe_receipt_quarantine_ids() -> None:
     assert ig_quarantine_id(eid) == s(f"QUARANTINE:{eid}")[:32]
     # A quarantine *record* id and a QUARANTINE *receipt* id coincide by construction.
     assert ig_quarantine_id(eid) == ig_receipt_id("QUARANTINE", eid)
+    # What IG feeds to those recipes for a quarantine: distinct per run, reason and content.
+    key = ig_quarantine_key(PRID, eid, "SCHEMA_FAIL", "c" * 64)
+    assert key == f"{PRID}:{eid}:SCHEMA_FAIL:{'c' * 64}"
+    assert ig_quarantine_id(key) != ig_quarantine_id(ig_quarantine_key(PRID, eid, "PINS_MISSING", "c" * 64))
 
 
 def test_payload_hash_is_compact_canonical() -> None:

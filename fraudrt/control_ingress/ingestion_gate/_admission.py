@@ -19,6 +19,7 @@ from fraudrt.contracts import (
     encode_envelope,
     ig_dedupe_key,
     ig_quarantine_id,
+    ig_quarantine_key,
     ig_receipt_id,
     is_platform_run_id,
     partition_key,
@@ -76,14 +77,8 @@ class Rejected(msgspec.Struct, frozen=True):
 
 
 def quarantine_ids(platform_run_id: str, event_key: str, reason: str, content_hash: str) -> tuple[str, str]:
-    """(quarantine_id, receipt_id) for one quarantine decision.
-
-    The contract recipes (`ig_quarantine_id`, `ig_receipt_id`) are applied to a discriminated key
-    `<run>:<event_id>:<reason>:<content hash>` rather than the bare event id: the reference's bare-id
-    ids made a second quarantine of the same event (other reason, other payload, other run) silently
-    keep the first record (critique §13.2 #11). The same bad input re-pushed maps to the same ids.
-    """
-    key = f"{platform_run_id}:{event_key}:{reason}:{content_hash}"
+    """(quarantine_id, receipt_id) for one quarantine decision (recipe: `contracts.ig_quarantine_key`)."""
+    key = ig_quarantine_key(platform_run_id, event_key, reason, content_hash)
     return ig_quarantine_id(key), ig_receipt_id("QUARANTINE", key)
 
 
