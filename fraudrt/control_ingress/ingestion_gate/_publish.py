@@ -53,7 +53,7 @@ class PublishStats:
 
 
 class Publisher:
-    def __init__(self, bus: BusLike, *, budget_seconds: float = 10.0, lanes: int = 4,
+    def __init__(self, bus: BusLike, *, budget_seconds: float = 10.0, lanes: int = 1,
                  min_lane_records: int = 100) -> None:
         self.bus = bus
         self.budget = budget_seconds
@@ -112,9 +112,9 @@ class Publisher:
         return out
 
     async def _put_stream(self, stream: str, items: list[PublishItem], deadline: float) -> list[EbRef]:
-        # Up to `lanes` PutRecords calls in flight per stream: kinesalite (and a real shard) absorbs
-        # concurrent calls at ~2x the rate of one sequential caller. Lanes split by partition key, so
-        # records of one key keep their order.
+        # Up to `lanes` PutRecords calls in flight per stream (`ig.publish_lanes`: 1 on the embedded
+        # substrate, whose kinesalite is one thread; more for real multi-shard streams). Lanes split
+        # by partition key, so records of one key keep their order.
         lanes = min(self.lanes, max(1, len(items) // self.min_lane_records))
         if lanes <= 1:
             return await self._put_lane(stream, items, deadline)

@@ -205,7 +205,7 @@ class IngestionGate(Service):
             self._writer = writer = ObjectWriter(s3, settings.buckets.platform, concurrency=concurrency, lean=lean)
             self._publisher = publisher = Publisher(
                 bus, budget_seconds=_option(ctx, "publish_budget_seconds", "IG_PUBLISH_BUDGET_SECONDS", 10.0),
-                lanes=int(_option(ctx, "publish_lanes", "IG_PUBLISH_LANES", 4)))
+                lanes=int(ctx.options.get("publish_lanes", settings.ig.publish_lanes)))
             config = GateConfig(
                 bucket=settings.buckets.platform, fallback_run=ctx.platform_run_id,
                 # Provisional: replaced by ig@<hostname>:<bound port> once the socket is bound.
