@@ -289,16 +289,27 @@ async def measure(home: Path, args: argparse.Namespace) -> dict[str, Any]:
         samples.setdefault(name, []).append(rate)
         cpu.setdefault(name, []).append(cpu_us)
 
+    ratios: list[float] = []
     for _ in range(args.repeat):
-        record("raw_s3_put_per_s", *await raw_s3(settings, meter, args.s3_objects, "lean"))
         record("raw_s3_put_aiobotocore_per_s", *await raw_s3(settings, meter, args.s3_objects // 2, "aiobotocore"))
         record("raw_kinesis_records_per_s", *await raw_kinesis(settings, meter, args.events))
-        for layout in ("batch", "per_event"):
-            s = load_settings("embedded", env={**base_env, "IG_RECEIPTS_LAYOUT": layout})
-            n = args.events if layout == "batch" else args.per_event_events
-            rate, info = await ig_rate(s, meter, n, args.pushers)
-            record(f"ig_{layout}_events_per_s", rate, info["cpu_us_per_event"])
-            results[f"ig_{layout}_info"] = {"events": n, **info}
+        s = load_settings("embedded", env={**base_env, "IG_RECEIPTS_LAYOUT": "batch"})
+        rate, info = await ig_rate(s, meter, args.events, args.pushers)
+        record("ig_batch_events_per_s", rate, info["cpu_us_per_event"])
+        results["ig_batch_info"] = {"events": args.events, **info}
+        # The per-event ratio compares IG with raw PUTs measured just before and just after it:
+        # SeaweedFS's rate drifts by +-20% between repeats, more than IG's overhead.
+        before = await raw_s3(settings, meter, args.s3_objects, "lean")
+        s = load_settings("embedded", env={**base_env, "IG_RECEIPTS_LAYOUT": "per_event"})
+        rate, info = await ig_rate(s, meter, args.per_event_events, args.pushers)
+        after = await raw_s3(settings, meter, args.s3_objects, "lean")
+        record("raw_s3_put_per_s", *before)
+        record("raw_s3_put_per_s", *after)
+        record("ig_per_event_events_per_s", rate, info["cpu_us_per_event"])
+        results["ig_per_event_info"] = {"events": args.per_event_events, **info}
+        ratios.append(rate / ((before[0] + after[0]) / 2))
+    results["per_event_ratio"] = statistics.median(ratios)
+    results["per_event_ratio_samples"] = [round(r, 2) for r in ratios]
     results["cpu_us"] = {name: {proc: statistics.median(c[proc] for c in runs) for proc in runs[0]}
                          for name, runs in cpu.items()}
     for layout in ("batch", "per_event"):
@@ -331,8 +342,9 @@ def report(r: dict[str, Any]) -> str:
     s3, kin = r["raw_s3_put_per_s"], r["raw_kinesis_records_per_s"]
     b, p = r["ig_batch_events_per_s"], r["ig_per_event_events_per_s"]
     ok_b = "PASS" if b >= 5000 else "FAIL"
-    ok_p = "PASS" if p >= 0.8 * s3 else "FAIL"
-    boto, s3_08 = r["raw_s3_put_aiobotocore_per_s"], f"{0.8 * s3:,.0f}"
+    ratio = r["per_event_ratio"]
+    ok_p = "PASS" if ratio >= 0.8 else "FAIL"
+    boto = r["raw_s3_put_aiobotocore_per_s"]
     cu = r["cpu_us"]
     raw_put = cu["raw_s3_put_per_s"]["seaweedfs"] + cu["raw_s3_put_per_s"]["bench_and_ig"]
     pe = cu["ig_per_event_events_per_s"]
@@ -342,6 +354,7 @@ def report(r: dict[str, Any]) -> str:
         return ", ".join(f"{v:,}" for v in r[name + "_samples"])
 
     sm_p = sm("ig_per_event_events_per_s")
+    pr = ", ".join(f"{v:.2f}" for v in r["per_event_ratio_samples"])
     return f"""# IG admission throughput
 
 Measured by `bench/bench_ig.py` on the embedded substrate (SeaweedFS, kinesalite, Postgres with
@@ -359,7 +372,9 @@ transaction. One warm-up batch is excluded. Raw rates use the clients IG uses: I
 locally, 64 connections) and `KinesisBus.put_records`, 500 records per call, one caller.
 aiobotocore's `put_object` rate is shown for comparison: it is why IG has its own PUT path.
 
-Each measurement ran {r['repeat']} times, interleaved; the table shows the median, the samples follow.
+Each measurement ran {r['repeat']} times, interleaved; the table shows the median, the samples follow. Raw
+S3 PUT is measured twice per repeat, right before and right after IG's per_event run, and the
+per_event ratio of each repeat uses the mean of that pair.
 
 | measurement | median rate | samples | target | |
 |---|---:|---|---|---|
@@ -367,7 +382,8 @@ Each measurement ran {r['repeat']} times, interleaved; the table shows the media
 | raw S3 PUT, aiobotocore (same objects) | {boto:,.0f} objects/s | {sm('raw_s3_put_aiobotocore_per_s')} | | |
 | raw Kinesis PutRecords (500/call, 1 caller) | {kin:,.0f} records/s | {sm('raw_kinesis_records_per_s')} | | |
 | IG admit, receipts_layout=batch | {b:,.0f} events/s | {sm('ig_batch_events_per_s')} | >= 5,000 | {ok_b} |
-| IG admit, receipts_layout=per_event | {p:,.0f} events/s | {sm_p} | >= 0.8 x S3 = {s3_08} | {ok_p} |
+| IG admit, receipts_layout=per_event | {p:,.0f} events/s | {sm_p} | | |
+| per_event / raw S3 PUT (raw measured right before and after each IG run) | {ratio:.2f}x | {pr} | >= 0.8x | {ok_p} |
 
 ## Where the time goes
 
