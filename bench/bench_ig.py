@@ -366,7 +366,7 @@ shared with other work; each number is the median of interleaved repeats).
 
 Method: batches of {BATCH} envelopes (`s3_event_stream_with_fraud_6B`, ~700 B each) pushed by
 {r['pushers']} concurrent HTTP clients to one IG instance; each batch = 1 claim statement, PutRecords
-(split by partition key into up to {r['publish_lanes']} concurrent calls), the receipt objects, 1 settle
+(`ig.publish_lanes` = {r['publish_lanes']} call(s) in flight per stream), the receipt objects, 1 settle
 transaction. One warm-up batch is excluded. Raw rates use the clients IG uses: IG's lean S3 PUT
 (`ingestion_gate/_s3put.py`: `put_many`, one worker per kept-alive HTTP/1.1 connection, SigV4 signed
 locally, 64 connections) and `KinesisBus.put_records`, 500 records per call, one caller.
