@@ -119,13 +119,15 @@ async def raw_s3(settings: Settings, meter: CpuMeter, n: int, client: str, concu
 
     body = b"x" * 1800
     bucket = settings.buckets.platform
+    # New keys every call, as IG's receipts are: an overwrite is a different amount of work for the store.
+    prefix = f"bench/raw-{client}/{uuid.uuid4().hex}"
     if client == "lean":
         # The way IG writes receipts (`put_many`: one worker per connection), all n objects in one call.
         async with LeanS3Put(settings.s3, concurrency=concurrency) as lean:
-            warm = await lean.put_many(bucket, [(f"bench/raw-lean/w{i}.json", body) for i in range(concurrency)])
+            warm = await lean.put_many(bucket, [(f"{prefix}/w{i}.json", body) for i in range(concurrency)])
             assert not any(warm), warm
             cpu0, start = meter.snapshot(), time.perf_counter()
-            errors = await lean.put_many(bucket, [(f"bench/raw-lean/{i}.json", body) for i in range(n)])
+            errors = await lean.put_many(bucket, [(f"{prefix}/{i}.json", body) for i in range(n)])
             elapsed, cpu1 = time.perf_counter() - start, meter.snapshot()
             assert not any(errors), next(e for e in errors if e)
             return n / elapsed, meter.per_item_us(cpu0, cpu1, n)
@@ -133,7 +135,7 @@ async def raw_s3(settings: Settings, meter: CpuMeter, n: int, client: str, concu
     async with s3_client(settings.s3, max_pool_connections=concurrency) as s3:
         async def one(i: int) -> None:
             async with sem:
-                await s3.put_object(Bucket=bucket, Key=f"bench/raw-{client}/{i}.json", Body=body)
+                await s3.put_object(Bucket=bucket, Key=f"{prefix}/{i}.json", Body=body)
 
         await asyncio.gather(*(one(-i - 1) for i in range(concurrency)))  # connection warm-up
         cpu0, start = meter.snapshot(), time.perf_counter()
