@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import msgspec
-import psutil
+from bench_runtime import CpuMeter, machine  # type: ignore[import-not-found]
 
 from fraudrt.config import Settings, load_settings, project_root
 
@@ -69,48 +68,6 @@ def envelopes(run: str, n: int) -> list[dict[str, Any]]:
     return out
 
 
-class CpuMeter:
-    """CPU seconds spent by this benchmark's process and by each substrate service.
-
-    Services are found by the pids the launcher recorded (other substrates on a shared machine are
-    not counted); Postgres includes its backends, live and exited.
-    """
-
-    def __init__(self) -> None:
-        self.procs: dict[str, psutil.Process] = {"bench_and_ig": psutil.Process()}
-
-    async def start(self, settings: Settings) -> CpuMeter:
-        from fraudrt.substrate import status
-
-        st = await status(settings)
-        names = {"s3": "seaweedfs", "kinesis": "kinesalite", "postgres": "postgres"}
-        for name, svc in st["services"].items():
-            if svc.get("pid"):
-                self.procs[names.get(name, name)] = psutil.Process(svc["pid"])
-        return self
-
-    @staticmethod
-    def _cpu(name: str, proc: psutil.Process) -> float:
-        family = [proc, *proc.children(recursive=True)] if name == "postgres" else [proc]
-        total = 0.0
-        for p in family:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-                if name == "postgres":
-                    total += t.children_user + t.children_system
-            except psutil.Error:
-                pass
-        return total
-
-    def snapshot(self) -> dict[str, float]:
-        return {name: self._cpu(name, p) for name, p in self.procs.items()}
-
-    @staticmethod
-    def per_item_us(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, int]:
-        return {k: round((after[k] - before[k]) / n * 1e6) for k in before}
-
-
 async def raw_s3(settings: Settings, meter: CpuMeter, n: int, client: str, concurrency: int = 64
                  ) -> tuple[float, dict[str, int]]:
     """PutObject rate of 1.8 KB objects (an ADMIT receipt is ~1.7 KB), `concurrency` in flight."""
@@ -126,9 +83,9 @@ async def raw_s3(settings: Settings, meter: CpuMeter, n: int, client: str, concu
         async with LeanS3Put(settings.s3, concurrency=concurrency) as lean:
             warm = await lean.put_many(bucket, [(f"{prefix}/w{i}.json", body) for i in range(concurrency)])
             assert not any(warm), warm
-            cpu0, start = meter.snapshot(), time.perf_counter()
+            cpu0, start = meter.snap(), time.perf_counter()
             errors = await lean.put_many(bucket, [(f"{prefix}/{i}.json", body) for i in range(n)])
-            elapsed, cpu1 = time.perf_counter() - start, meter.snapshot()
+            elapsed, cpu1 = time.perf_counter() - start, meter.snap()
             assert not any(errors), next(e for e in errors if e)
             return n / elapsed, meter.per_item_us(cpu0, cpu1, n)
     sem = asyncio.Semaphore(concurrency)
@@ -138,9 +95,9 @@ async def raw_s3(settings: Settings, meter: CpuMeter, n: int, client: str, concu
                 await s3.put_object(Bucket=bucket, Key=f"{prefix}/{i}.json", Body=body)
 
         await asyncio.gather(*(one(-i - 1) for i in range(concurrency)))  # connection warm-up
-        cpu0, start = meter.snapshot(), time.perf_counter()
+        cpu0, start = meter.snap(), time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
-        elapsed, cpu1 = time.perf_counter() - start, meter.snapshot()
+        elapsed, cpu1 = time.perf_counter() - start, meter.snap()
         return n / elapsed, meter.per_item_us(cpu0, cpu1, n)
 
 
@@ -151,14 +108,14 @@ async def raw_kinesis(settings: Settings, meter: CpuMeter, n: int) -> tuple[floa
     data = json.dumps(envelopes("platform_20260102T030405Z", 1)[0]).encode()
     async with KinesisBus(settings.kinesis) as bus:
         await bus.put_records(stream, [PutEntry(data, "warm")])
-        cpu0, start = meter.snapshot(), time.perf_counter()
+        cpu0, start = meter.snap(), time.perf_counter()
         sent = 0
         while sent < n:
             chunk = min(BATCH, n - sent)
             results = await bus.put_records(stream, [PutEntry(data, f"k{sent + i}") for i in range(chunk)])
             assert all(r.ok for r in results)
             sent += chunk
-        elapsed, cpu1 = time.perf_counter() - start, meter.snapshot()
+        elapsed, cpu1 = time.perf_counter() - start, meter.snap()
         return n / elapsed, meter.per_item_us(cpu0, cpu1, n)
 
 
@@ -197,9 +154,9 @@ async def ig_rate(settings: Settings, meter: CpuMeter, n: int, pushers: int) -> 
                     got = await send(queue.pop())  # not `admitted += await ...`: that reads before awaiting
                     admitted += got
 
-            cpu0, start = meter.snapshot(), time.perf_counter()
+            cpu0, start = meter.snap(), time.perf_counter()
             await asyncio.gather(*(pusher() for _ in range(pushers)))
-            elapsed, cpu1 = time.perf_counter() - start, meter.snapshot()
+            elapsed, cpu1 = time.perf_counter() - start, meter.snap()
         assert admitted == n, admitted
         info = {"cpu_us_per_event": meter.per_item_us(cpu0, cpu1, n), "elapsed_s": round(elapsed, 2),
                 "metrics": service.metrics()}
@@ -257,17 +214,6 @@ async def ig_pipeline_cpu(settings: Settings, layout: str, batches: int = 20) ->
     return (time.process_time() - start) / (batches * BATCH) * 1e6
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "kernel": platform.release()}
-
-
 async def measure(home: Path, args: argparse.Namespace) -> dict[str, Any]:
     from fraudrt.substrate import bootstrap, up
 
@@ -285,7 +231,7 @@ async def measure(home: Path, args: argparse.Namespace) -> dict[str, Any]:
     # else's work should move one sample, not the result.
     samples: dict[str, list[float]] = {}
     cpu: dict[str, list[dict[str, int]]] = {}
-    meter = await CpuMeter().start(settings)
+    meter = CpuMeter.for_substrate(settings)
 
     def record(name: str, rate: float, cpu_us: dict[str, int]) -> None:
         samples.setdefault(name, []).append(rate)
@@ -328,7 +274,7 @@ def cpu_table(r: dict[str, Any]) -> str:
             ("raw Kinesis PutRecords", "raw_kinesis_records_per_s", "record"),
             ("IG admit, receipts_layout=batch", "ig_batch_events_per_s", "event"),
             ("IG admit, receipts_layout=per_event", "ig_per_event_events_per_s", "event")]
-    procs = ["bench_and_ig", "seaweedfs", "kinesalite", "postgres"]
+    procs = ["client", "seaweedfs", "kinesalite", "postgres"]
     out = ["| measurement | per | " + " | ".join(procs) + " | total | total / 2 cores |",
            "|---|---|" + "---:|" * (len(procs) + 2)]
     for label, name, unit in rows:
@@ -348,9 +294,9 @@ def report(r: dict[str, Any]) -> str:
     ok_p = "PASS" if ratio >= 0.8 else "FAIL"
     boto = r["raw_s3_put_aiobotocore_per_s"]
     cu = r["cpu_us"]
-    raw_put = cu["raw_s3_put_per_s"]["seaweedfs"] + cu["raw_s3_put_per_s"]["bench_and_ig"]
+    raw_put = cu["raw_s3_put_per_s"]["seaweedfs"] + cu["raw_s3_put_per_s"]["client"]
     pe = cu["ig_per_event_events_per_s"]
-    extra = pe["kinesalite"] + pe["postgres"] + pe["bench_and_ig"] - cu["raw_s3_put_per_s"]["bench_and_ig"]
+    extra = pe["kinesalite"] + pe["postgres"] + pe["client"] - cu["raw_s3_put_per_s"]["client"]
 
     def sm(name: str) -> str:
         return ", ".join(f"{v:,}" for v in r[name + "_samples"])
@@ -362,7 +308,7 @@ def report(r: dict[str, Any]) -> str:
 Measured by `bench/bench_ig.py` on the embedded substrate (SeaweedFS, kinesalite, Postgres with
 fsync off), all on this one machine, in one run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
 
-Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}, Linux {m['kernel']}.
+Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['ram_gib']} GiB RAM, Python {m['python']}.
 1-minute load average {r['loadavg_start']:.1f} at the start, {r['loadavg_end']:.1f} at the end (the machine may be
 shared with other work; each number is the median of interleaved repeats).
 
@@ -390,7 +336,7 @@ per_event ratio of each repeat uses the mean of that pair.
 ## Where the time goes
 
 CPU µs per object / record / event of each process over the timed part (median of the repeats;
-`bench_and_ig` is this process: IG's server and, for the IG rows, the benchmark's HTTP client too):
+`client` is this process: IG's server and, for the IG rows, the benchmark's HTTP client too):
 
 {cpu_table(r)}
 

@@ -64,8 +64,20 @@ def cpu_of(pid: int) -> float:
 
 
 class CpuMeter:
+    """CPU seconds of this process (`client`) and of each named substrate process (with children).
+
+    Every benchmark measures with this one meter; `for_substrate` finds the services by the pids
+    the launcher recorded, so another substrate on a shared machine is not counted.
+    """
+
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
+
+    @classmethod
+    def for_substrate(cls, settings: Settings) -> CpuMeter:
+        services = load_state(settings).services
+        names = {"s3": "seaweedfs", "kinesis": "kinesalite", "postgres": "postgres"}
+        return cls({names[n]: svc.process.pid for n, svc in services.items() if n in names})
 
     def snap(self) -> dict[str, float]:
         return {"client": time.process_time(), **{n: cpu_of(p) for n, p in self.pids.items()}}
@@ -73,6 +85,10 @@ class CpuMeter:
     @staticmethod
     def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
         return {k: round(b[k] - a[k], 2) for k in a}
+
+    @staticmethod
+    def per_item_us(a: dict[str, float], b: dict[str, float], n: int) -> dict[str, int]:
+        return {k: round((b[k] - a[k]) / n * 1e6) for k in a}
 
 
 async def bench(settings: Settings, n: int, meter: CpuMeter) -> dict[str, Any]:
@@ -159,7 +175,7 @@ def main() -> None:
         settings = load_settings("embedded")
         state = load_state(settings)
         meter = CpuMeter({"kinesalite": state.services["kinesis"].process.pid,
-                          "postgres": state.services["postgres"].process.pid})
+                          "postgres": state.services["postgres"].process.pid})  # no S3 in this bench
         results = anyio.run(bench, settings, args.records, meter)
         print(json.dumps({"machine": machine(), **results}, indent=2))
     finally:
