@@ -278,9 +278,6 @@ class Gate:
                              a.payload_hash, a.rule.route.stream, a.partition_key, a.rule.route.profile_id, a.data)
                     for a in mine.values()]
             claimed, existing = await self.store.claim(rows, token, me, lease)
-            unknown = [k for k in mine if k not in claimed and k not in existing]
-            if unknown:
-                existing.update(await self.store.select(unknown, lease))
             take: list[str] = []
             for key, a in mine.items():
                 if key in claimed:

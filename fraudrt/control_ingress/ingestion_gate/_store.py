@@ -233,6 +233,7 @@ class AdmissionStore:
 
     async def claim(self, rows: Sequence[ClaimRow], token: str, me: str, lease: float
                     ) -> tuple[set[str], dict[str, ExistingRow]]:
+        """(keys this claim inserted, the existing row of every other key), in one connection."""
         if not rows:
             return set(), {}
         args = _cols(rows, "dedupe_key", "platform_run_id", "event_class", "event_id", "event_type", "payload_hash",
