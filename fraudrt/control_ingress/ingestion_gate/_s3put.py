@@ -47,7 +47,7 @@ class _Conn:
 
 
 class LeanS3Put:
-    """`put` / `put_many` for plain-HTTP path-style endpoints with static credentials.
+    """`put_many` for plain-HTTP path-style endpoints with static credentials.
 
     At most `concurrency` connections are open at once, across all callers.
     """
@@ -164,11 +164,6 @@ class LeanS3Put:
                 conn = None
             return conn, S3PutError(status, answer.decode("utf-8", "replace")) if status >= 300 else None
         raise AssertionError("unreachable")
-
-    async def put(self, bucket: str, key: str, body: bytes, content_type: str = "application/json") -> None:
-        (error,) = await self.put_many(bucket, [(key, body)], content_type)
-        if error is not None:
-            raise error
 
     async def put_many(self, bucket: str, objects: Sequence[tuple[str, bytes]],
                        content_type: str = "application/json") -> list[BaseException | None]:
