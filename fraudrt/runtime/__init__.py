@@ -16,6 +16,7 @@ from ._manifest import ComponentSpec, PackManifest, list_manifests, resolve_mani
 from ._migrations import MigrationError, apply_migrations
 from ._outbox import OutboxRelay, write_outbox
 from ._pack import load_pack_state, pack_down, pack_kill, pack_status, pack_up
+from ._pgcolumns import pack_columns, split_sql
 from ._runs import (
     RunError,
     active_run_id,
@@ -61,6 +62,7 @@ __all__ = [
     "load_pack_state",
     "new_run",
     "operate_dir",
+    "pack_columns",
     "pack_down",
     "pack_kill",
     "pack_run_dir",
@@ -71,5 +73,6 @@ __all__ = [
     "run_dir",
     "seq_key",
     "shard_number",
+    "split_sql",
     "write_outbox",
 ]

@@ -20,11 +20,19 @@ import anyio
 from ._actor import Emit
 from ._bus import MAX_PUT_RECORDS, KinesisBus, PutEntry
 from ._errors import BusError
+from ._pgcolumns import pack_columns, split_sql
 
 log = logging.getLogger("fraudrt.runtime.outbox")
 
 # Set to "1" only by the outbox crash test: SIGKILL between PutRecords and marking the rows published.
 CRASH_AFTER_PUBLISH_ENV = "FRAUDRT_TEST_CRASH_AFTER_PUBLISH"
+
+_MARK_COLS = split_sql(3, casts=["bigint", "text", "text"])
+_MARK_PUBLISHED_SQL = f"""
+UPDATE rt_outbox o SET published_at = now(), shard_id = p.shard_id, sequence_number = p.seq
+  FROM unnest({", ".join(_MARK_COLS)}) AS p(id, shard_id, seq)
+ WHERE o.id = p.id
+"""
 
 
 async def write_outbox(conn: Any, owner: str, emits: Sequence[Emit]) -> None:
@@ -105,12 +113,8 @@ class OutboxRelay:
                 # Test-only crash point (tests/chaos/test_outbox_crash.py): published, not yet marked.
                 os.kill(os.getpid(), signal.SIGKILL)
             await conn.execute(
-                """
-                UPDATE rt_outbox o SET published_at = now(), shard_id = p.shard_id, sequence_number = p.seq
-                  FROM unnest($1::bigint[], $2::text[], $3::text[]) AS p(id, shard_id, seq)
-                 WHERE o.id = p.id
-                """,
-                [p[0] for p in published], [p[1] for p in published], [p[2] for p in published],
+                _MARK_PUBLISHED_SQL,
+                *pack_columns([[str(p[0]) for p in published], [p[1] for p in published], [p[2] for p in published]]),
             )
         self.stats.published += len(published)
         return len(published)

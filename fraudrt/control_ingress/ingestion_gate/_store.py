@@ -1,7 +1,11 @@
-"""IG's Postgres statements: each takes a whole batch as arrays (`unnest`), never one event per call.
+"""IG's Postgres statements: each takes a whole batch as columns (`unnest`), never one event per call.
 
 A batch costs: one claim statement (insert-or-report-existing), one settle transaction (admissions,
-receipts index, quarantines). Connection-level failures become `DependencyDown("ops_db")`.
+receipts index, quarantines). Text columns travel packed (`fraudrt.runtime.pack_columns`: one
+delimited text per column, split by the server), which costs the event loop ~1 µs per row instead
+of ~1 µs per value. Statements answer with a row count, not a row per event: the rows are read
+back only when the count says some event was not ours. Connection-level failures become
+`DependencyDown("ops_db")`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncpg
 import msgspec
 
 from fraudrt.contracts import ig_receipt_id
+from fraudrt.runtime import pack_columns, split_sql
 
 from ._errors import DependencyDown
 
@@ -50,6 +55,7 @@ class ClaimRow(msgspec.Struct, frozen=True):
 class ExistingRow(msgspec.Struct, frozen=True):
     dedupe_key: str
     state: str
+    claim_token: str
     payload_hash: str
     claimed_by: str
     stale: bool
@@ -111,24 +117,33 @@ def _cols(rows: Sequence[Any], *names: str) -> list[list[Any]]:
     return [[getattr(r, n) for r in rows] for n in names]
 
 
-_EXISTING_COLS: Final = ("a.dedupe_key, a.state, a.payload_hash, a.claimed_by, "
+def _packed(rows: Sequence[Any], *names: str) -> tuple[str | None, ...]:
+    return pack_columns(_cols(rows, *names))
+
+
+def _affected(status: str) -> int:
+    """Rows an INSERT/UPDATE touched, from its command tag ("INSERT 0 12", "UPDATE 12")."""
+    return int(status.rpartition(" ")[2])
+
+
+_EXISTING_COLS: Final = ("a.dedupe_key, a.state, a.claim_token, a.payload_hash, a.claimed_by, "
                          "(a.claimed_at < now() - make_interval(secs => $2::float8)) AS stale, "
                          "a.eb_topic, a.eb_partition, a.eb_offset, a.eb_published_at_utc, a.admitted_at_utc, "
                          "a.receipt_ref, a.duplicate_receipt_ref")
 
-# Claim what is new. The rows that were not inserted already existed (or a concurrent claimant
-# committed them while this statement waited on its conflict): the caller selects those, a second
-# round trip only when a push repeats events. Probing every key up front cost ~6 us per new event.
-_CLAIM_SQL: Final = """
+# Claim what is new. If fewer rows went in than were offered, the others already existed (or a
+# concurrent claimant committed them while this statement waited on its conflict): the caller
+# reads those back, a second round trip only when a push repeats events. Probing every key up
+# front cost ~6 µs per new event.
+_CLAIM_COLS: Final = split_sql(9)
+_CLAIM_SQL: Final = f"""
 INSERT INTO ig_admissions (dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash,
                            stream, partition_key, profile_id, data, state, claim_token, claimed_by)
-SELECT t.*, 'PUBLISH_PENDING', $11, $12
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-              $8::text[], $9::text[], $10::bytea[])
+SELECT t.*, 'PUBLISH_PENDING', $13, $14
+  FROM unnest({", ".join(_CLAIM_COLS)}, $12::bytea[])
     AS t(dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash, stream,
          partition_key, profile_id, data)
 ON CONFLICT (dedupe_key) DO NOTHING
-RETURNING dedupe_key
 """
 
 _SELECT_SQL: Final = f"SELECT {_EXISTING_COLS} FROM ig_admissions a WHERE a.dedupe_key = ANY($1::text[])"
@@ -154,43 +169,49 @@ RETURNING a.dedupe_key, a.claim_token, a.data
 
 # Only the current claimant's token turns a row ADMITTED; the row is the ADMIT receipt's index
 # entry (receipt_id, receipt_ref, eb_ref). The envelope is dropped: nothing re-publishes an ADMITTED row.
-_COMMIT_SQL: Final = """
+_COMMIT_COLS: Final = split_sql(9, casts=["text", "text", "text", "int", "text", "text", "text", "text", "text"])
+_COMMIT_SQL: Final = f"""
 UPDATE ig_admissions a
    SET state = 'ADMITTED', data = NULL, eb_topic = u.eb_topic, eb_partition = u.eb_partition,
        eb_offset = u.eb_offset, eb_published_at_utc = u.eb_published_at_utc,
        admitted_at_utc = u.eb_published_at_utc, receipt_id = u.receipt_id, receipt_ref = u.receipt_ref,
        receipt_batch_id = u.batch_id
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
-              $8::text[], $9::text[])
+  FROM unnest({", ".join(_COMMIT_COLS)})
     AS u(dedupe_key, claim_token, eb_topic, eb_partition, eb_offset, eb_published_at_utc, receipt_id,
          receipt_ref, batch_id)
  WHERE a.dedupe_key = u.dedupe_key AND a.claim_token = u.claim_token AND a.state = 'PUBLISH_PENDING'
-RETURNING a.dedupe_key
 """
 
-_RECEIPTS_SQL: Final = """
+# After a commit that touched fewer rows than it was given: which rows it touched (the others were
+# taken over by another claimant). A row's current version carries the id of the transaction that
+# wrote it (xmin), and this statement is the settle transaction's only write to these rows so far.
+_COMMITTED_SQL: Final = """
+SELECT dedupe_key FROM ig_admissions
+ WHERE dedupe_key = ANY($1::text[]) AND xmin::text::bigint = txid_current() % 4294967296
+"""
+
+_RECEIPTS_COLS: Final = split_sql(13, casts=["text"] * 9 + ["int", "text", "text", "text"])
+_RECEIPTS_SQL: Final = f"""
 INSERT INTO ig_receipts (platform_run_id, receipt_id, decision, event_id, event_type, event_class, dedupe_key,
                          reason_codes, eb_topic, eb_partition, eb_offset, receipt_ref, batch_id)
 SELECT t.platform_run_id, t.receipt_id, t.decision, t.event_id, t.event_type, t.event_class, t.dedupe_key,
        string_to_array(t.reason_codes, ','), t.eb_topic, t.eb_partition, t.eb_offset, t.receipt_ref, t.batch_id
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-              $9::text[], $10::int[], $11::text[], $12::text[], $13::text[])
+  FROM unnest({", ".join(_RECEIPTS_COLS)})
     AS t(platform_run_id, receipt_id, decision, event_id, event_type, event_class, dedupe_key, reason_codes,
          eb_topic, eb_partition, eb_offset, receipt_ref, batch_id)
 ON CONFLICT (platform_run_id, receipt_id) DO NOTHING
 """
 
-_QUARANTINES_SQL: Final = """
+_QUARANTINES_SQL: Final = f"""
 INSERT INTO ig_quarantines (platform_run_id, quarantine_id, event_id, event_type, reason_code, detail,
                             record_ref, receipt_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[])
+SELECT * FROM unnest({", ".join(split_sql(8))})
 ON CONFLICT (platform_run_id, quarantine_id) DO NOTHING
 """
 
-_DUP_REF_SQL: Final = """
+_DUP_REF_SQL: Final = f"""
 UPDATE ig_admissions a SET duplicate_receipt_ref = t.ref
-  FROM unnest($1::text[], $2::text[]) AS t(dedupe_key, ref)
+  FROM unnest({", ".join(split_sql(2))}) AS t(dedupe_key, ref)
  WHERE a.dedupe_key = t.dedupe_key AND a.duplicate_receipt_ref IS NULL
 """
 
@@ -204,7 +225,8 @@ _LOOKUP_COLS_A: Final = ("a.platform_run_id, a.receipt_id, 'ADMIT'::text, a.even
 
 def _existing(record: Any) -> ExistingRow:
     return ExistingRow(
-        dedupe_key=record["dedupe_key"], state=record["state"], payload_hash=record["payload_hash"],
+        dedupe_key=record["dedupe_key"], state=record["state"], claim_token=record["claim_token"],
+        payload_hash=record["payload_hash"],
         claimed_by=record["claimed_by"], stale=bool(record["stale"]), eb_topic=record["eb_topic"],
         eb_partition=record["eb_partition"], eb_offset=record["eb_offset"],
         eb_published_at_utc=record["eb_published_at_utc"], admitted_at_utc=record["admitted_at_utc"],
@@ -236,14 +258,15 @@ class AdmissionStore:
         """(keys this claim inserted, the existing row of every other key), in one connection."""
         if not rows:
             return set(), {}
-        args = _cols(rows, "dedupe_key", "platform_run_id", "event_class", "event_id", "event_type", "payload_hash",
-                     "stream", "partition_key", "profile_id", "data")
+        cols = _packed(rows, "dedupe_key", "platform_run_id", "event_class", "event_id", "event_type",
+                       "payload_hash", "stream", "partition_key", "profile_id")
         async with self._conn() as conn:
-            records = await conn.fetch(_CLAIM_SQL, *args, token, me, timeout=self.timeout)
-            claimed = {r["dedupe_key"] for r in records}
-            others = [row.dedupe_key for row in rows if row.dedupe_key not in claimed]
-            existing = await self._select(conn, others, lease) if others else {}
-        return claimed, existing
+            status = await conn.execute(_CLAIM_SQL, *cols, [r.data for r in rows], token, me, timeout=self.timeout)
+            if _affected(status) == len(rows):
+                return {r.dedupe_key for r in rows}, {}
+            found = await self._select(conn, [r.dedupe_key for r in rows], lease)
+        claimed = {k for k, row in found.items() if row.claim_token == token}
+        return claimed, {k: row for k, row in found.items() if row.claim_token != token}
 
     async def select(self, keys: Sequence[str], lease: float) -> dict[str, ExistingRow]:
         if not keys:
@@ -276,23 +299,32 @@ class AdmissionStore:
         committed: set[str] = set()
         async with self._conn() as conn, conn.transaction():
             if admits:  # also their receipts' index entries (see _COMMIT_SQL)
-                args = _cols(admits, "dedupe_key", "claim_token", "eb_topic", "eb_partition", "eb_offset",
-                             "eb_published_at_utc", "receipt_id", "receipt_ref", "batch_id")
-                records = await conn.fetch(_COMMIT_SQL, *args, timeout=self.timeout)
-                committed = {r["dedupe_key"] for r in records}
+                cols = pack_columns([
+                    [a.dedupe_key for a in admits], [a.claim_token for a in admits], [a.eb_topic for a in admits],
+                    [str(a.eb_partition) for a in admits], *_cols(admits, "eb_offset", "eb_published_at_utc",
+                                                                  "receipt_id", "receipt_ref", "batch_id")])
+                status = await conn.execute(_COMMIT_SQL, *cols, timeout=self.timeout)
+                if _affected(status) == len(admits):
+                    committed = {a.dedupe_key for a in admits}
+                else:
+                    records = await conn.fetch(_COMMITTED_SQL, [a.dedupe_key for a in admits],
+                                               timeout=self.timeout)
+                    committed = {r["dedupe_key"] for r in records}
             if receipts:
-                args = _cols(receipts, "platform_run_id", "receipt_id", "decision", "event_id", "event_type",
-                             "event_class", "dedupe_key", "reason_codes", "eb_topic", "eb_partition", "eb_offset",
-                             "receipt_ref", "batch_id")
-                args[7] = [",".join(codes) for codes in args[7]]
-                await conn.execute(_RECEIPTS_SQL, *args, timeout=self.timeout)
+                cols = pack_columns([
+                    *_cols(receipts, "platform_run_id", "receipt_id", "decision", "event_id", "event_type",
+                           "event_class", "dedupe_key"),
+                    [",".join(r.reason_codes) for r in receipts], [r.eb_topic for r in receipts],
+                    [None if r.eb_partition is None else str(r.eb_partition) for r in receipts],
+                    *_cols(receipts, "eb_offset", "receipt_ref", "batch_id")])
+                await conn.execute(_RECEIPTS_SQL, *cols, timeout=self.timeout)
             if quarantines:
-                args = _cols(quarantines, "platform_run_id", "quarantine_id", "event_id", "event_type", "reason_code",
-                             "detail", "record_ref", "receipt_id")
-                await conn.execute(_QUARANTINES_SQL, *args, timeout=self.timeout)
+                cols = _packed(quarantines, "platform_run_id", "quarantine_id", "event_id", "event_type",
+                               "reason_code", "detail", "record_ref", "receipt_id")
+                await conn.execute(_QUARANTINES_SQL, *cols, timeout=self.timeout)
             if duplicate_refs:
-                await conn.execute(_DUP_REF_SQL, [k for k, _ in duplicate_refs], [r for _, r in duplicate_refs],
-                                   timeout=self.timeout)
+                cols = pack_columns([[k for k, _ in duplicate_refs], [r for _, r in duplicate_refs]])
+                await conn.execute(_DUP_REF_SQL, *cols, timeout=self.timeout)
         return committed
 
     async def lookup(self, *, event_id: str | None = None, receipt_id: str | None = None,
