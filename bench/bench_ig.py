@@ -121,7 +121,7 @@ async def raw_kinesis(settings: Settings, meter: CpuMeter, n: int) -> tuple[floa
 
 async def ig_rate(settings: Settings, meter: CpuMeter, n: int, pushers: int) -> tuple[float, dict[str, Any]]:
     from fraudrt.control_ingress.ingestion_gate import IngestionGate, ig_api_key
-    from fraudrt.runtime import ComponentContext, apply_migrations
+    from fraudrt.runtime import ComponentContext, apply_migrations, freeze_heap
 
     run = f"platform_2026{uuid.uuid4().int % 10**4:04d}T{uuid.uuid4().int % 10**6:06d}Z"
     pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=2, max_size=8)
@@ -132,6 +132,7 @@ async def ig_rate(settings: Settings, meter: CpuMeter, n: int, pushers: int) -> 
                            options={"port": 0, "summary_interval_seconds": 3600})
     task = asyncio.create_task(service.run(ctx))
     await asyncio.wait_for(service.ready.wait(), 30)
+    freeze_heap()  # as the pack does once its services are ready (fraudrt/runtime/_gc.py)
     url = f"http://127.0.0.1:{service.port}/v1/ingest/push"
     headers = {"X-IG-Api-Key": ig_api_key(settings), "Content-Type": "application/json"}
     events = envelopes(run, n + BATCH)
@@ -215,8 +216,10 @@ async def ig_pipeline_cpu(settings: Settings, layout: str, batches: int = 20) ->
 
 
 async def measure(home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from fraudrt.runtime import configure_gc
     from fraudrt.substrate import bootstrap, up
 
+    configure_gc()  # the pack process's collector policy: IG runs here as it would in its pack
     base_env = {**os.environ, "FRAUDRT_HOME": str(home), "FRAUDRT_RUNS_ROOT": str(home / "runs"),
                 "FRAUDRT_PROFILE": "embedded", "FRAUDRT_PROJECT_ROOT": str(project_root())}
     os.environ.update({k: base_env[k] for k in ("FRAUDRT_HOME", "FRAUDRT_RUNS_ROOT", "FRAUDRT_PROFILE",

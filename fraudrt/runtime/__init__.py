@@ -12,6 +12,7 @@ from ._errors import (
     StreamNotFoundError,
     ThrottledError,
 )
+from ._gc import configure_gc, freeze_heap
 from ._manifest import ComponentSpec, PackManifest, list_manifests, resolve_manifest
 from ._migrations import MigrationError, apply_migrations
 from ._outbox import OutboxRelay, write_outbox
@@ -57,6 +58,8 @@ __all__ = [
     "active_run_path",
     "apply_migrations",
     "component_dir",
+    "configure_gc",
+    "freeze_heap",
     "list_manifests",
     "load_checkpoints",
     "load_pack_state",

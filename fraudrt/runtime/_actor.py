@@ -6,6 +6,7 @@ the handler emits is written to the outbox in the same transaction as its state 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -130,6 +131,10 @@ class Actor(Component):
 
 class Service(Component):
     """A non-consumer component (HTTP service, timer-driven reporter, ...)."""
+
+    # Set by a service once its startup is over (clients built, port bound). The pack waits for
+    # every service's event before it freezes its startup heap (`_gc.freeze_heap`).
+    ready: asyncio.Event | None = None
 
     @abstractmethod
     async def run(self, ctx: ComponentContext) -> None:

@@ -32,6 +32,7 @@ from fraudrt.contracts import (
 
 from ._actor import Actor, Component, ComponentContext, Service
 from ._bus import KinesisBus
+from ._gc import configure_gc, freeze_heap
 from ._manifest import ComponentSpec, PackManifest, check_components, load_component_class, resolve_manifest
 from ._migrations import apply_migrations
 from ._outbox import OutboxRelay
@@ -216,6 +217,7 @@ class PackProcess:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._watch_signals, on_signal)
             outer.start_soon(self._report_loop)
+            outer.start_soon(self._freeze_after_startup)
             reader_scope = anyio.CancelScope()
 
             async def readers() -> None:
@@ -258,6 +260,16 @@ class PackProcess:
             outer.cancel_scope.cancel()
         return 0
 
+    async def _freeze_after_startup(self) -> None:
+        # A service that never gets ready (a dependency down) must not keep the heap unfrozen
+        # forever: after the deadline the pack freezes what it has.
+        readies = [comp.ready for _, comp, _ in self.components if isinstance(comp, Service) and comp.ready]
+        with anyio.move_on_after(float(self.opts.get("freeze_after_seconds", 60))):
+            for ready in readies:
+                await ready.wait()
+        freeze_heap()
+        self.events("heap_frozen", {"services_ready": sum(r.is_set() for r in readies), "services": len(readies)})
+
     def _body(self, spec: ComponentSpec, comp: Component) -> Any:
         if isinstance(comp, Actor):
             return self.runners[spec.name].run
@@ -281,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = resolve_manifest(pack_id)
     logs = pack_run_dir(settings, run_id, manifest.pack_id) / "logs"
     _setup_logging(logs, manifest.components, manifest.short_name)
+    configure_gc()
     log.info("pack %s starting for %s (pid %d)", manifest.pack_id, run_id, os.getpid())
     started = time.monotonic()
     code = anyio.run(PackProcess(manifest, settings, run_id).run)

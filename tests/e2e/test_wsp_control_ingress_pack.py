@@ -26,7 +26,7 @@ from fraudrt.contracts import health_path
 from fraudrt.runtime import KinesisBus, new_run, pack_down, pack_run_dir, pack_status, pack_up
 from fraudrt.substrate import bootstrap, s3_client
 from tests.integration.test_sr_ready import FRAUD_OUTPUTS, oracle_world
-from tests.support.harness import kill_pack, make_scope, open_pool, read_all, wait_for
+from tests.support.harness import kill_pack, make_scope, open_pool, read_all, read_events, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -127,6 +127,10 @@ async def test_sr_ready_then_control_ingress_pack_admits_exactly_the_cap_per_out
 
         stopped = await anyio.to_thread.run_sync(lambda: pack_down(settings, "control_ingress", timeout=30))
         assert stopped["state"] == "stopped"
+        # The pack froze its startup heap once IG was ready, not on the deadline (60 s).
+        events = read_events(pack_run_dir(settings, run, PACK) / "events.jsonl")
+        frozen = [e for e in events if e["event"] == "heap_frozen"]
+        assert len(frozen) == 1 and frozen[0]["services_ready"] == frozen[0]["services"] == 1, frozen
     finally:
         kill_pack(settings, PACK)
 

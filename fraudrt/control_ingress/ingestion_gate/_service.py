@@ -54,7 +54,7 @@ class IngestionGate(Service):
         self.gate: Gate | None = None
         self.policy: Policy | None = None
         self.port: int | None = None
-        self.ready = asyncio.Event()
+        self.ready: asyncio.Event = asyncio.Event()
         # dependency -> (ok, last detail, monotonic time of the last check); None until first probe
         self._deps: dict[str, tuple[bool, str, float]] = {}
         self._publisher: Publisher | None = None
