@@ -26,12 +26,15 @@ MAX_PUT_RECORDS = 500
 MAX_GET_RECORDS = 10_000
 
 
-class PutEntry(msgspec.Struct, frozen=True):
+# PutEntry and PutResult are also the wire shapes of a PutRecords record and its result (renamed
+# fields; bytes are base64 on the wire, which msgspec handles): no per-record copy either way.
+class PutEntry(msgspec.Struct, frozen=True, rename={"data": "Data", "partition_key": "PartitionKey"}):
     data: bytes
     partition_key: str
 
 
-class PutResult(msgspec.Struct, frozen=True):
+class PutResult(msgspec.Struct, frozen=True, rename={"shard_id": "ShardId", "sequence_number": "SequenceNumber",
+                                                      "error_code": "ErrorCode", "error_message": "ErrorMessage"}):
     shard_id: str | None = None
     sequence_number: str | None = None
     error_code: str | None = None
@@ -60,25 +63,13 @@ class GetResult(msgspec.Struct, frozen=True):
 # ---- wire shapes (Kinesis JSON 1.1; bytes fields are base64 on the wire, which msgspec handles)
 
 
-class _PutReqRecord(msgspec.Struct):
-    Data: bytes
-    PartitionKey: str
-
-
 class _PutReq(msgspec.Struct):
     StreamName: str
-    Records: list[_PutReqRecord]
-
-
-class _PutRespRecord(msgspec.Struct):
-    SequenceNumber: str | None = None
-    ShardId: str | None = None
-    ErrorCode: str | None = None
-    ErrorMessage: str | None = None
+    Records: Sequence[PutEntry]
 
 
 class _PutResp(msgspec.Struct):
-    Records: list[_PutRespRecord]
+    Records: list[PutResult]
     FailedRecordCount: int = 0
 
 
@@ -198,9 +189,8 @@ class KinesisBus:
         """One PutRecords call (<= 500 entries); per-record results in order, failures not raised."""
         if len(entries) > MAX_PUT_RECORDS:
             raise ValueError(f"PutRecords takes at most {MAX_PUT_RECORDS} records, got {len(entries)}")
-        body = _enc.encode(_PutReq(stream, [_PutReqRecord(e.data, e.partition_key) for e in entries]))
-        resp = _dec_put.decode(await self._call("PutRecords", body))
-        return [PutResult(r.ShardId, r.SequenceNumber, r.ErrorCode, r.ErrorMessage) for r in resp.Records]
+        body = _enc.encode(_PutReq(stream, entries))
+        return _dec_put.decode(await self._call("PutRecords", body)).Records
 
     async def get_shard_iterator(self, stream: str, shard_id: str, *,
                                  after_sequence: str | None = None,

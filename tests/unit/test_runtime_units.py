@@ -459,3 +459,17 @@ async def test_a_dependency_outage_is_retried_not_dead_lettered(monkeypatch: pyt
     down[0] = False
     await runner._process(batch)  # the supervisor's restart replays what was in hand
     assert actor.seen == ["1", "2"] and runner.checkpoints[("s", "shardId-000000000000")] == "2"
+
+
+def test_put_records_wire_shapes_are_kinesis_json() -> None:
+    from fraudrt.runtime._bus import PutEntry, _dec_put, _enc, _PutReq
+
+    body = json.loads(_enc.encode(_PutReq("s", [PutEntry(b"\x00{}", "pk")])))
+    assert body == {"StreamName": "s", "Records": [{"Data": "AHt9", "PartitionKey": "pk"}]}
+    resp = _dec_put.decode(json.dumps({"FailedRecordCount": 1, "Records": [
+        {"SequenceNumber": "495", "ShardId": "shardId-000000000001"},
+        {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"}]}))
+    ok, failed = resp.Records
+    assert ok.ok and (ok.shard_id, ok.sequence_number) == ("shardId-000000000001", "495")
+    assert not failed.ok and failed.error_code == "ProvisionedThroughputExceededException"
+    assert failed.error_message == "slow down"
