@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -124,8 +125,25 @@ def kinesalite_spec(state_dir: Path, creds: dict[str, str], ports: dict[str, int
 # --------------------------------------------------------------------------- PostgreSQL
 
 
+# trim_array (batch statement columns, fraudrt/runtime/_pgcolumns.py) came with PostgreSQL 14.
+MIN_PG_MAJOR = 14
+
+
+def _pg_major(bindir: Path) -> int:
+    """Major version of the server in `bindir` ("postgres (PostgreSQL) 15.8" -> 15), 0 if unknown."""
+    try:
+        out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True)
+    except (subprocess.CalledProcessError, OSError):
+        return 0
+    found = re.search(r"\(PostgreSQL\)\s+(\d+)", out.stdout)
+    return int(found.group(1)) if found else 0
+
+
 def find_pg_bindir() -> Path:
-    """System binaries (pg_config, then /usr/lib/postgresql/*/bin), else the pgserver wheel's."""
+    """System binaries (pg_config, then /usr/lib/postgresql/*/bin), else the pgserver wheel's.
+
+    Servers older than `MIN_PG_MAJOR` are passed over.
+    """
     candidates: list[Path] = []
     if shutil.which("pg_config"):
         try:
@@ -135,7 +153,8 @@ def find_pg_bindir() -> Path:
             pass
     candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
     for candidate in candidates:
-        if (candidate / "initdb").is_file() and (candidate / "postgres").is_file():
+        if ((candidate / "initdb").is_file() and (candidate / "postgres").is_file()
+                and _pg_major(candidate) >= MIN_PG_MAJOR):
             return candidate
     # The pgserver wheel's binaries, located without importing it (its import has side effects).
     import importlib.util
@@ -146,8 +165,9 @@ def find_pg_bindir() -> Path:
         if (candidate / "initdb").is_file() and (candidate / "postgres").is_file():
             return candidate
     raise SubstrateError(
-        "PostgreSQL binaries not found (looked at `pg_config --bindir`, /usr/lib/postgresql/*/bin and the "
-        "pgserver wheel): apt-get install postgresql, or pip install the substrate extra"
+        f"PostgreSQL >= {MIN_PG_MAJOR} binaries not found (looked at `pg_config --bindir`, "
+        "/usr/lib/postgresql/*/bin and the pgserver wheel): apt-get install postgresql, or pip install the "
+        "substrate extra"
     )
 
 

@@ -185,6 +185,7 @@ UPDATE ig_admissions a
 # After a commit that touched fewer rows than it was given: which rows it touched (the others were
 # taken over by another claimant). A row's current version carries the id of the transaction that
 # wrote it (xmin), and this statement is the settle transaction's only write to these rows so far.
+# (The settle is a top-level transaction: inside a savepoint, xmin would be the savepoint's xid.)
 _COMMITTED_SQL: Final = """
 SELECT dedupe_key FROM ig_admissions
  WHERE dedupe_key = ANY($1::text[]) AND xmin::text::bigint = txid_current() % 4294967296
