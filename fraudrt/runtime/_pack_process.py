@@ -36,6 +36,7 @@ from ._gc import configure_gc, freeze_heap
 from ._manifest import ComponentSpec, PackManifest, check_components, load_component_class, resolve_manifest
 from ._migrations import apply_migrations
 from ._outbox import OutboxRelay
+from ._pgcolumns import MIN_SERVER_VERSION_NUM
 from ._reader import Delivery, ShardReader, lowest_checkpoint
 from ._runner import ActorRunner
 from ._runs import operate_dir, pack_run_dir
@@ -170,6 +171,12 @@ class PackProcess:
             return 2
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=int(self.opts.get("pool_max", 8)))
         try:
+            version = int(await pool.fetchval("SHOW server_version_num"))
+            if version < MIN_SERVER_VERSION_NUM:
+                log.error("PostgreSQL %d or later is required (batch statements use trim_array); the server is %s",
+                          MIN_SERVER_VERSION_NUM // 10000, version)
+                self.events("pack_failed", {"postgres_server_version_num": version})
+                return 2
             async with KinesisBus(self.settings.kinesis) as bus:
                 return await self._run(ready, pool, bus, stopping)
         finally:

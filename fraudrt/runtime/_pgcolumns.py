@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+# trim_array came with PostgreSQL 14; a pack refuses to start against an older server.
+MIN_SERVER_VERSION_NUM: Final = 140000
+
 # Tried first: control characters no id, key or ISO timestamp contains.
 _SEPARATOR: Final = "\x1f"
 _NULL: Final = "\x1e"

@@ -125,7 +125,8 @@ def kinesalite_spec(state_dir: Path, creds: dict[str, str], ports: dict[str, int
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-# trim_array (batch statement columns, fraudrt/runtime/_pgcolumns.py) came with PostgreSQL 14.
+# trim_array (batch statement columns) came with PostgreSQL 14: MIN_SERVER_VERSION_NUM in
+# fraudrt/runtime/_pgcolumns.py, which a pack checks against any server it is given.
 MIN_PG_MAJOR = 14
 
 
