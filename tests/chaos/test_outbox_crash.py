@@ -92,6 +92,17 @@ async def test_crash_between_publish_and_mark_published_is_deduplicated_downstre
                 return int(await pool.fetchval("SELECT count(*) FROM test_sink WHERE platform_run_id = $1", run))
 
             await wait_for(sink_count, lambda n: n >= N, what=f"{N} events in the sink")
+
+            # Every distinct event can be stored before the re-published copies are read: stop only once
+            # the sink's checkpoint covers every record the bus carries (originals plus re-publications).
+            async def sink_consumed() -> int:
+                return int(await pool.fetchval(
+                    "SELECT coalesce(sum(records_total), 0) FROM rt_checkpoints "
+                    "WHERE actor = 'test_dedupe_sink' AND stream = $1 AND platform_run_id = $2",
+                    downstream, run))
+
+            await wait_for(sink_consumed, lambda n: n >= N + len(on_bus),
+                           what="the sink to read every record on the bus, duplicates included")
             stopped = await anyio.to_thread.run_sync(lambda: pack_down(settings, "test_outbox", timeout=30))
             assert stopped["state"] == "stopped"
         finally:
