@@ -95,6 +95,10 @@ class GateCounters:
     reasons: Counter[str] = field(default_factory=Counter)
 
 
+# Stale claims one heal call may look through before it finds something to publish.
+_HEAL_PASSES: Final = 16
+
+
 class _Claimed(msgspec.Struct, frozen=True):
     """An admission whose claim this instance holds: everything needed to publish and receipt it."""
 
@@ -109,6 +113,7 @@ class _Claimed(msgspec.Struct, frozen=True):
     partition_key: str
     profile_id: str
     payload_hash: str
+    receipt_id: str  # of its ADMIT receipt
 
 
 @dataclass(slots=True)
@@ -126,7 +131,8 @@ class _Evidence:
 def _claimed_from(a: Admissible, token: str) -> _Claimed:
     return _Claimed(index=a.index, env=a.env, data=a.data, dedupe_key=a.dedupe_key, claim_token=token,
                     platform_run_id=a.platform_run_id, event_class=a.rule.event_class, stream=a.rule.route.stream,
-                    partition_key=a.partition_key, profile_id=a.rule.route.profile_id, payload_hash=a.payload_hash)
+                    partition_key=a.partition_key, profile_id=a.rule.route.profile_id, payload_hash=a.payload_hash,
+                    receipt_id=ig_receipt_id("ADMIT", a.env.event_id))
 
 
 _pin_values: Final = operator.attrgetter(*_PIN_KEYS)
@@ -182,7 +188,7 @@ class Gate:
         )
 
     def _admit_outcome(self, c: _Claimed, ref: EbRef, actor: Actor | None) -> Outcome:
-        receipt = self._receipt("ADMIT", ig_receipt_id("ADMIT", c.env.event_id), c.env, c.event_class, c.dedupe_key,
+        receipt = self._receipt("ADMIT", c.receipt_id, c.env, c.event_class, c.dedupe_key,
                                 c.payload_hash, ref, actor, profile_id=c.profile_id, partition_key=c.partition_key)
         return Outcome(c.index, "ADMIT", receipt, "", c.env.event_id, (), ref)
 
@@ -274,9 +280,10 @@ class Gate:
         try:
             token = uuid.uuid4().hex
             me, lease = self.config.instance_id, self.config.heal_lease_seconds
-            rows = [ClaimRow(a.dedupe_key, a.platform_run_id, a.rule.event_class, a.env.event_id, a.env.event_type,
-                             a.payload_hash, a.rule.route.stream, a.partition_key, a.rule.route.profile_id, a.data)
-                    for a in mine.values()]
+            claims = {key: _claimed_from(a, token) for key, a in mine.items()}
+            rows = [ClaimRow(c.dedupe_key, c.platform_run_id, c.event_class, c.env.event_id, c.env.event_type,
+                             c.payload_hash, c.stream, c.partition_key, c.profile_id, c.receipt_id, c.data)
+                    for c in claims.values()]
             claimed, existing = await self.store.claim(rows, token, me, lease)
             take: list[str] = []
             for key, a in mine.items():
@@ -297,7 +304,7 @@ class Gate:
                 got = await self.store.take_over(take, token, me, lease)
                 claimed |= got
                 later.extend(mine[k] for k in take if k not in got)
-            to_publish = [_claimed_from(mine[k], token) for k in mine if k in claimed]
+            to_publish = [claims[k] for k in mine if k in claimed]
             committed = await self._publish_and_settle(to_publish, ev, actor)
         finally:
             for key in mine:
@@ -448,27 +455,36 @@ class Gate:
 
     # ------------------------------------------------------------------ healing
 
-    async def heal_once(self, limit: int = 500, *, startup: bool = False) -> int:
-        """Re-publish PUBLISH_PENDING admissions whose claim expired; returns how many were settled.
+    async def heal_once(self, claims: int = 1, *, startup: bool = False) -> int:
+        """Re-publish the PUBLISH_PENDING admissions of up to `claims` expired claims (a claim is one
+        push's batch); returns how many were settled.
 
-        `startup`: also take every row claimed under this instance id, whatever its age. The id
-        names the bound address (host:port), which only one live process can hold, so such rows
+        `startup`: also take every claim made under this instance id, whatever its age. The id
+        names the bound address (host:port), which only one live process can hold, so such claims
         belong to a dead predecessor: a restart heals them at once instead of after the lease.
         """
-        token = uuid.uuid4().hex
         me = self.config.instance_id
-        rows = await self.store.claim_orphans(token, me, self.config.heal_lease_seconds, limit,
-                                              predecessor=me if startup else None)
         claimed: list[_Claimed] = []
-        for row in rows:
-            if row.dedupe_key in self._inflight:
-                continue
-            # The stored envelope re-derives its own route and key under the current policy.
-            res = evaluate(0, row.data, self.policy, self.config.fallback_run)
-            if not isinstance(res, Admissible) or res.dedupe_key != row.dedupe_key:
-                log.error("pending admission %s no longer passes the policy; left pending", row.dedupe_key)
-                continue
-            claimed.append(_claimed_from(res, row.claim_token))
+        # A stale claim can leave nothing to publish (its rows settled or taken over since, or
+        # skipped below): go on to the next one rather than report "nothing left". Bounded, since
+        # at startup the claims this loop re-records under our own id match again at once.
+        for _ in range(_HEAL_PASSES):
+            token = uuid.uuid4().hex
+            consumed, rows = await self.store.claim_orphans(token, me, self.config.heal_lease_seconds, claims,
+                                                            predecessor=me if startup else None)
+            if not consumed:
+                return 0
+            for row in rows:
+                if row.dedupe_key in self._inflight:
+                    continue
+                # The stored envelope re-derives its own route and key under the current policy.
+                res = evaluate(0, row.data, self.policy, self.config.fallback_run)
+                if not isinstance(res, Admissible) or res.dedupe_key != row.dedupe_key:
+                    log.error("pending admission %s no longer passes the policy; left pending", row.dedupe_key)
+                    continue
+                claimed.append(_claimed_from(res, row.claim_token))
+            if claimed:
+                break
         if not claimed:
             return 0
         ev = _Evidence()

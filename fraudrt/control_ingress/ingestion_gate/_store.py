@@ -1,7 +1,7 @@
 """IG's Postgres statements: each takes a whole batch as columns (`unnest`), never one event per call.
 
-A batch costs: one claim statement (insert-or-report-existing), one settle transaction (admissions,
-receipts index, quarantines). Text columns travel packed (`fraudrt.runtime.pack_columns`: one
+A batch costs: one claim statement (insert-or-report-existing, and the claim's `ig_claims` record),
+one settle transaction (admissions as a HOT update, the claim's release, receipts index, quarantines). Text columns travel packed (`fraudrt.runtime.pack_columns`: one
 delimited text per column, split by the server), which costs the event loop ~1 µs per row instead
 of ~1 µs per value. Statements answer with a row count, not a row per event: the rows are read
 back only when the count says some event was not ours. Connection-level failures become
@@ -10,6 +10,7 @@ back only when the count says some event was not ours. Connection-level failures
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -49,6 +50,7 @@ class ClaimRow(msgspec.Struct, frozen=True):
     stream: str
     partition_key: str
     profile_id: str
+    receipt_id: str  # of the ADMIT receipt: written now so that the settle changes no indexed column
     data: bytes
 
 
@@ -131,40 +133,81 @@ _EXISTING_COLS: Final = ("a.dedupe_key, a.state, a.claim_token, a.payload_hash, 
                          "a.eb_topic, a.eb_partition, a.eb_offset, a.eb_published_at_utc, a.admitted_at_utc, "
                          "a.receipt_ref, a.duplicate_receipt_ref")
 
-# Claim what is new. If fewer rows went in than were offered, the others already existed (or a
-# concurrent claimant committed them while this statement waited on its conflict): the caller
-# reads those back, a second round trip only when a push repeats events. Probing every key up
-# front cost ~6 µs per new event.
-_CLAIM_COLS: Final = split_sql(9)
+# Claim what is new, and record the claim (one ig_claims row listing the keys it inserted: what
+# the heal loop finds once the claim is stale). If fewer rows went in than were offered, the others
+# already existed (or a concurrent claimant committed them while this statement waited on its
+# conflict): the caller reads those back, a second round trip only when a push repeats events.
+# Probing every key up front cost ~6 µs per new event.
+_CLAIM_COLS: Final = split_sql(10)
 _CLAIM_SQL: Final = f"""
-INSERT INTO ig_admissions (dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash,
-                           stream, partition_key, profile_id, data, state, claim_token, claimed_by)
-SELECT t.*, 'PUBLISH_PENDING', $13, $14
-  FROM unnest({", ".join(_CLAIM_COLS)}, $12::bytea[])
-    AS t(dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash, stream,
-         partition_key, profile_id, data)
-ON CONFLICT (dedupe_key) DO NOTHING
+WITH ins AS (
+    INSERT INTO ig_admissions (dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash,
+                               stream, partition_key, profile_id, receipt_id, data, state, claim_token, claimed_by)
+    SELECT t.*, 'PUBLISH_PENDING', $14, $15
+      FROM unnest({", ".join(_CLAIM_COLS)}, $13::bytea[])
+        AS t(dedupe_key, platform_run_id, event_class, event_id, event_type, payload_hash, stream,
+             partition_key, profile_id, receipt_id, data)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING dedupe_key
+)
+INSERT INTO ig_claims (claim_token, claimed_by, dedupe_keys, keys_total)
+SELECT $14, $15, array_agg(dedupe_key), count(*) FROM ins HAVING count(*) > 0
+RETURNING keys_total
 """
+
+
+def _record_claim(source: str, token: str, claimed_by: str) -> str:
+    """INSERT of the ig_claims row for the keys in CTE `source`; a claim that gains keys later
+    (a take-over under the same token) lists them in the same row."""
+    return f"""INSERT INTO ig_claims (claim_token, claimed_by, dedupe_keys, keys_total)
+        SELECT {token}, {claimed_by}, array_agg(dedupe_key), count(*) FROM {source} HAVING count(*) > 0
+            ON CONFLICT (claim_token) DO UPDATE SET dedupe_keys = ig_claims.dedupe_keys || EXCLUDED.dedupe_keys,
+                                                    keys_total = ig_claims.keys_total + EXCLUDED.keys_total"""
+
 
 _SELECT_SQL: Final = f"SELECT {_EXISTING_COLS} FROM ig_admissions a WHERE a.dedupe_key = ANY($1::text[])"
 
-_TAKEOVER_SQL: Final = """
-UPDATE ig_admissions SET claim_token = $2, claimed_by = $3, claimed_at = now(),
-       publish_attempts = publish_attempts + 1
- WHERE dedupe_key = ANY($1::text[]) AND state = 'PUBLISH_PENDING'
-   AND (claimed_by = $3 OR claimed_at < now() - make_interval(secs => $4::float8))
-RETURNING dedupe_key, claim_token, data
+_TAKEOVER_SQL: Final = f"""
+WITH taken AS (
+    UPDATE ig_admissions SET claim_token = $2, claimed_by = $3, claimed_at = now(),
+           publish_attempts = publish_attempts + 1
+     WHERE dedupe_key = ANY($1::text[]) AND state = 'PUBLISH_PENDING'
+       AND (claimed_by = $3 OR claimed_at < now() - make_interval(secs => $4::float8))
+    RETURNING dedupe_key, claim_token, data
+), recorded AS ({_record_claim("taken", "$2", "$3")})
+SELECT dedupe_key, claim_token, data FROM taken
 """
 
-_HEAL_SQL: Final = """
-UPDATE ig_admissions a SET claim_token = $1, claimed_by = $2, claimed_at = now(),
-       publish_attempts = publish_attempts + 1
-  FROM (SELECT dedupe_key FROM ig_admissions
-         WHERE state = 'PUBLISH_PENDING'
-           AND (claimed_at < now() - make_interval(secs => $3::float8) OR claimed_by = $5::text)
-         ORDER BY claimed_at LIMIT $4 FOR UPDATE SKIP LOCKED) AS p
- WHERE a.dedupe_key = p.dedupe_key
-RETURNING a.dedupe_key, a.claim_token, a.data
+# Stale claims (past the lease, or, at startup, every claim of this instance's dead predecessor)
+# are consumed whole; of their keys, the rows still pending under a stale claim of their own are
+# taken under a new claim, recorded like any other. A key whose row another claimant took over
+# since is left to that claimant's record.
+_HEAL_SQL: Final = f"""
+WITH stale AS (
+    DELETE FROM ig_claims c
+     WHERE c.claim_token IN (
+           SELECT claim_token FROM ig_claims
+            WHERE claimed_at < now() - make_interval(secs => $3::float8) OR claimed_by = $5::text
+            ORDER BY claimed_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+    RETURNING c.dedupe_keys
+), taken AS (
+    UPDATE ig_admissions a SET claim_token = $1, claimed_by = $2, claimed_at = now(),
+           publish_attempts = publish_attempts + 1
+      FROM (SELECT DISTINCT unnest(dedupe_keys) AS dedupe_key FROM stale) AS p
+     WHERE a.dedupe_key = p.dedupe_key AND a.state = 'PUBLISH_PENDING'
+       AND (a.claimed_at < now() - make_interval(secs => $3::float8) OR a.claimed_by = $5::text)
+    RETURNING a.dedupe_key, a.claim_token, a.data
+), recorded AS ({_record_claim("taken", "$1", "$2")})
+SELECT (SELECT count(*) FROM stale) AS consumed, t.dedupe_key, t.claim_token, t.data
+  FROM (SELECT 1) AS one LEFT JOIN taken AS t ON true
+"""
+
+# A claim whose every key is settled is done; one with keys left pending (skipped, or lost to a
+# take-over that records them itself) stays for the heal loop.
+_RELEASE_SQL: Final = f"""
+DELETE FROM ig_claims c
+ USING unnest({", ".join(split_sql(2, casts=["text", "int"]))}) AS u(claim_token, settled)
+ WHERE c.claim_token = u.claim_token AND c.keys_total <= u.settled
 """
 
 # Only the current claimant's token turns a row ADMITTED; the row is the ADMIT receipt's index
@@ -260,10 +303,10 @@ class AdmissionStore:
         if not rows:
             return set(), {}
         cols = _packed(rows, "dedupe_key", "platform_run_id", "event_class", "event_id", "event_type",
-                       "payload_hash", "stream", "partition_key", "profile_id")
+                       "payload_hash", "stream", "partition_key", "profile_id", "receipt_id")
         async with self._conn() as conn:
-            status = await conn.execute(_CLAIM_SQL, *cols, [r.data for r in rows], token, me, timeout=self.timeout)
-            if _affected(status) == len(rows):
+            inserted = await conn.fetchval(_CLAIM_SQL, *cols, [r.data for r in rows], token, me, timeout=self.timeout)
+            if inserted == len(rows):
                 return {r.dedupe_key for r in rows}, {}
             found = await self._select(conn, [r.dedupe_key for r in rows], lease)
         claimed = {k for k, row in found.items() if row.claim_token == token}
@@ -287,12 +330,14 @@ class AdmissionStore:
             records = await conn.fetch(_TAKEOVER_SQL, list(keys), token, me, lease, timeout=self.timeout)
         return {r["dedupe_key"] for r in records}
 
-    async def claim_orphans(self, token: str, me: str, lease: float, limit: int,
-                            predecessor: str | None = None) -> list[HealRow]:
-        """Re-claim PENDING rows past their lease, plus (at startup) every row of `predecessor`."""
+    async def claim_orphans(self, token: str, me: str, lease: float, claims: int,
+                            predecessor: str | None = None) -> tuple[int, list[HealRow]]:
+        """Take over up to `claims` stale claims (past their lease, or, at startup, every claim of
+        `predecessor`): (how many claims were consumed, their rows still pending, now under `token`)."""
         async with self._conn() as conn:
-            records = await conn.fetch(_HEAL_SQL, token, me, lease, limit, predecessor, timeout=self.timeout)
-        return [HealRow(r["dedupe_key"], r["claim_token"], bytes(r["data"])) for r in records if r["data"]]
+            records = await conn.fetch(_HEAL_SQL, token, me, lease, claims, predecessor, timeout=self.timeout)
+        consumed = records[0]["consumed"] if records else 0
+        return consumed, [HealRow(r["dedupe_key"], r["claim_token"], bytes(r["data"])) for r in records if r["data"]]
 
     async def settle(self, admits: Sequence[AdmitCommit], receipts: Sequence[ReceiptIndexRow],
                      quarantines: Sequence[QuarantineIndexRow], duplicate_refs: Sequence[tuple[str, str]]) -> set[str]:
@@ -311,6 +356,10 @@ class AdmissionStore:
                     records = await conn.fetch(_COMMITTED_SQL, [a.dedupe_key for a in admits],
                                                timeout=self.timeout)
                     committed = {r["dedupe_key"] for r in records}
+                settled = Counter(a.claim_token for a in admits if a.dedupe_key in committed)
+                if settled:
+                    await conn.execute(_RELEASE_SQL, *pack_columns([list(settled), [str(n) for n in settled.values()]]),
+                                       timeout=self.timeout)
             if receipts:
                 cols = pack_columns([
                     *_cols(receipts, "platform_run_id", "receipt_id", "decision", "event_id", "event_type",
