@@ -1,8 +1,10 @@
 """kill -9 of the rtdl_core pack while it archives; after `pack up` the archive holds every record once.
 
-Records are put on three streams before, during and after the kill. The kill is aimed (SIGSTOP, look,
-SIGKILL) at the moment a segment object is written but its batch not yet committed, which is what the
-segment key scheme must heal. FRAUDRT_CHAOS_LONG=1 (nox -s chaos): ten times the records, three kills.
+Records are put on three streams before, during and after the kill. Each kill lands at the moment a
+segment object is written but its batch not yet committed, which is what the segment key scheme must
+heal: the first by the writer's test-only crash point (SIGKILL after its Nth segment PUT), later ones
+aimed from outside (SIGSTOP, look, SIGKILL), which on a fast machine may miss the window.
+FRAUDRT_CHAOS_LONG=1 (nox -s chaos): ten times the records, three kills.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))  # tests.support: imported here and by pack processes
 
 from fraudrt._daemon import is_alive
+from fraudrt.rtdl.archive_writer._actor import CRASH_AFTER_SEGMENT_PUTS_ENV
 from fraudrt.runtime import KinesisBus, load_pack_state, pack_down, pack_kill, pack_up
 from fraudrt.substrate import bootstrap, s3_client
 from tests.support.harness import Ack, kill_pack, make_scope, open_pool, put, record, wait_for
@@ -87,6 +90,10 @@ async def _kill_between_put_and_commit(settings: Any, pool: Any, s3: Any, run: s
     return False
 
 
+async def _alive(state: Any) -> bool:
+    return is_alive(state.process)
+
+
 async def _read_archive(settings: Any, run: str) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Every segment object under `<run>/archive/`: key -> its parsed lines."""
     segments: dict[str, list[dict[str, Any]]] = {}
@@ -116,17 +123,20 @@ async def test_kill9_mid_run_then_up_archives_every_record_exactly_once(substrat
             acks.extend(await put(bus, stream, [record(run, n=len(acks) + i, pad="x" * 200)
                                                 for i in range(min(250, n - start))]))
 
-    def up() -> dict[str, Any]:
-        return pack_up(settings, "rtdl_core", platform_run_id=run, env=scope.env)
+    def up(env: dict[str, str] | None = None) -> dict[str, Any]:
+        return pack_up(settings, "rtdl_core", platform_run_id=run, env={**scope.env, **(env or {})})
 
     in_window: list[bool] = []
     stale: set[str] = set()
     async with open_pool(settings) as pool, KinesisBus(settings.kinesis) as bus, s3_client(settings.s3) as s3:
         try:
             pids = []
-            for _kill in range(KILLS):
+            for kill in range(KILLS):
                 floor = await _archived(pool, run)
-                pids.append((await anyio.to_thread.run_sync(up))["pid"])
+                # The first process kills itself in the window, after its fourth segment PUT: a
+                # random kill can miss it on a fast machine. Later ones are killed from outside.
+                hook = {CRASH_AFTER_SEGMENT_PUTS_ENV: "4"} if kill == 0 else {}
+                pids.append((await anyio.to_thread.run_sync(lambda h=hook: up(h)))["pid"])
                 await put_round(per_round, bus)
                 # The pack is consuming: part of the records archived, the rest still coming in.
                 await wait_for(lambda: _archived(pool, run), lambda n, f=floor: n > f, what="archiving under way")
@@ -135,7 +145,13 @@ async def test_kill9_mid_run_then_up_archives_every_record_exactly_once(substrat
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(put_round, per_round, bus)
                     await anyio.sleep(0.05)
-                    in_window.append(await _kill_between_put_and_commit(settings, pool, s3, run, stale))
+                    if hook:
+                        state = load_pack_state(settings, CORE)
+                        assert state is not None
+                        await wait_for(lambda s=state: _alive(s), lambda a: not a, what="the self-kill")
+                        in_window.append(bool(await _orphans(settings, pool, s3, run) - stale))
+                    else:
+                        in_window.append(await _kill_between_put_and_commit(settings, pool, s3, run, stale))
                 state = load_pack_state(settings, CORE)
                 assert state is not None and not is_alive(state.process), "SIGKILLed"
                 stale |= await _orphans(settings, pool, s3, run)

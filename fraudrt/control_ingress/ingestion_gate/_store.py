@@ -1,10 +1,11 @@
 """IG's Postgres statements: each takes a whole batch as columns (`unnest`), never one event per call.
 
 A batch costs: one claim statement (insert-or-report-existing, and the claim's `ig_claims` record),
-one settle transaction (admissions as a HOT update, the claim's release, receipts index, quarantines). Text columns travel packed (`fraudrt.runtime.pack_columns`: one
-delimited text per column, split by the server), which costs the event loop ~1 µs per row instead
-of ~1 µs per value. Statements answer with a row count, not a row per event: the rows are read
-back only when the count says some event was not ours. Connection-level failures become
+one settle transaction (admissions as a HOT update, the claim's release, receipts index,
+quarantines). Text columns travel packed (`fraudrt.runtime.pack_columns`: one delimited text per
+column, split by the server), which costs the event loop ~1 µs per row instead of ~1 µs per value.
+Statements answer with a row count, not a row per event: the rows are read back only when the
+count says some event was not ours. Connection-level failures become
 `DependencyDown("ops_db")`.
 """
 

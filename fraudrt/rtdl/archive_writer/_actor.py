@@ -8,6 +8,8 @@ re-run overwriting the same object: the archive holds each record exactly once.
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 from collections import defaultdict
 from contextlib import AsyncExitStack
 from typing import Any, ClassVar
@@ -17,6 +19,10 @@ import msgspec
 from fraudrt.config import Settings
 from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord
 from fraudrt.substrate import s3_client
+
+# Set only by the archive kill -9 test: SIGKILL right after this process's Nth segment PUT, before
+# its batch commits (the window the key scheme must heal), which a random kill may miss on a fast box.
+CRASH_AFTER_SEGMENT_PUTS_ENV = "FRAUDRT_TEST_CRASH_AFTER_SEGMENT_PUTS"
 
 
 class SegmentLine(msgspec.Struct, frozen=True):
@@ -61,6 +67,8 @@ class ArchiveWriter(Actor):
         self.segments = 0
         self.put_failures = 0
         self.consecutive_put_failures = 0
+        self._puts = 0
+        self._crash_after_puts = int(os.environ.get(CRASH_AFTER_SEGMENT_PUTS_ENV) or 0)
 
     def subscriptions(self, settings: Settings) -> list[str]:
         control = settings.streams.name("control")
@@ -92,6 +100,9 @@ class ArchiveWriter(Actor):
                 self.consecutive_put_failures += 1
                 raise
             self.consecutive_put_failures = 0
+            self._puts += 1
+            if self._puts == self._crash_after_puts:
+                os.kill(os.getpid(), signal.SIGKILL)
             rows.append((batch.platform_run_id, stream, shard, records[0].sequence_number,
                          records[-1].sequence_number, len(records), key, hashlib.sha256(body).hexdigest(),
                          len(body)))
