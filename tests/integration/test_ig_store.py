@@ -12,6 +12,7 @@ from fraudrt.config import Settings
 from fraudrt.contracts import ig_receipt_id
 from fraudrt.control_ingress.ingestion_gate._store import AdmissionStore, AdmitCommit, ClaimRow
 from fraudrt.runtime import apply_migrations
+from fraudrt.runtime._migrations import _sql_files
 
 RUN = "platform_20260101T000000Z"
 
@@ -139,3 +140,35 @@ async def test_a_startup_heal_takes_the_predecessors_claims_at_once(store: Admis
     assert consumed >= 1
     assert {h.dedupe_key for h in healed} >= {r.dedupe_key for r in rows}
     assert all(h.claim_token == "after" for h in healed)
+
+
+async def test_migration_003_records_the_claims_of_rows_pending_before_it(settings: Settings) -> None:
+    """An IG upgraded with admissions still PUBLISH_PENDING: the heal must still find them."""
+    files = dict(_sql_files("fraudrt.control_ingress.ingestion_gate"))
+    db = f"ig_upgrade_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(settings.postgres.dsn)
+    await admin.execute(f"CREATE DATABASE {db}")
+    try:
+        conn = await asyncpg.connect(settings.postgres.dsn.rsplit("/", 1)[0] + "/" + db)
+        try:
+            for name in ("001_ingestion_gate.sql", "002_admit_receipts_in_admissions.sql"):
+                await conn.execute(files[name])
+            for key, state, token in [("k1", "PUBLISH_PENDING", "A"), ("k2", "PUBLISH_PENDING", "A"),
+                                      ("k3", "PUBLISH_PENDING", "B"), ("k4", "ADMITTED", "A")]:
+                await conn.execute(
+                    "INSERT INTO ig_admissions (dedupe_key, platform_run_id, event_class, event_id, event_type, "
+                    "payload_hash, state, stream, partition_key, profile_id, data, claim_token, claimed_by) "
+                    "VALUES ($1, $2, 'traffic', $1, 't', 'h', $3, 's', 'pk', 'p', 'x', $4, 'old-instance')",
+                    key, RUN, state, token)
+            await conn.execute(files["003_claims_ledger.sql"])
+            claims = {r["claim_token"]: (sorted(r["dedupe_keys"]), r["keys_total"], r["claimed_by"])
+                      for r in await conn.fetch("SELECT * FROM ig_claims")}
+            assert claims == {"A": (["k1", "k2"], 2, "old-instance"), "B": (["k3"], 1, "old-instance")}
+            indexes = {r["indexname"] for r in await conn.fetch(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'ig_admissions'")}
+            assert "ig_admissions_pending" not in indexes
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f"DROP DATABASE {db}")
+        await admin.close()
