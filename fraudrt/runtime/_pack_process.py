@@ -36,6 +36,7 @@ from ._gc import configure_gc, freeze_heap
 from ._manifest import ComponentSpec, PackManifest, check_components, load_component_class, resolve_manifest
 from ._migrations import apply_migrations
 from ._outbox import OutboxRelay
+from ._outbox_retention import DEFAULT_OUTBOX_RETENTION_SECONDS, OutboxPruner
 from ._pgcolumns import MIN_SERVER_VERSION_NUM
 from ._reader import Delivery, ShardReader, lowest_checkpoint
 from ._runner import ActorRunner
@@ -245,6 +246,12 @@ class PackProcess:
                 relay_done.set()
 
             outer.start_soon(relay)
+            retention = self.opts.get("outbox_retention_seconds", DEFAULT_OUTBOX_RETENTION_SECONDS)
+            if retention:
+                pruner = OutboxPruner(pool, self.manifest.pack_id, float(retention),
+                                      interval_seconds=float(self.opts.get("outbox_retention_interval_seconds", 60)))
+                outer.start_soon(supervise, Supervision("outbox_retention"), lambda: pruner.run(stopping), stopping,
+                                 self.events, log)
             async with anyio.create_task_group() as work:
                 for spec, comp, sup in self.components:
                     body = self._body(spec, comp)

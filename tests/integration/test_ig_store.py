@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from fraudrt.config import Settings
+from fraudrt.config import Settings, project_root
+
+if str(project_root()) not in sys.path:
+    sys.path.insert(0, str(project_root()))  # tests.support
+
 from fraudrt.contracts import ig_receipt_id
 from fraudrt.control_ingress.ingestion_gate._store import AdmissionStore, AdmitCommit, ClaimRow
 from fraudrt.runtime import apply_migrations
 from fraudrt.runtime._migrations import _sql_files
+from tests.support.harness import scratch_database
 
 RUN = "platform_20260101T000000Z"
 
@@ -145,11 +151,8 @@ async def test_a_startup_heal_takes_the_predecessors_claims_at_once(store: Admis
 async def test_migration_003_records_the_claims_of_rows_pending_before_it(settings: Settings) -> None:
     """An IG upgraded with admissions still PUBLISH_PENDING: the heal must still find them."""
     files = dict(_sql_files("fraudrt.control_ingress.ingestion_gate"))
-    db = f"ig_upgrade_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(settings.postgres.dsn)
-    await admin.execute(f"CREATE DATABASE {db}")
-    try:
-        conn = await asyncpg.connect(settings.postgres.dsn.rsplit("/", 1)[0] + "/" + db)
+    async with scratch_database(settings, "ig_upgrade") as dsn:
+        conn = await asyncpg.connect(dsn)
         try:
             for name in ("001_ingestion_gate.sql", "002_admit_receipts_in_admissions.sql"):
                 await conn.execute(files[name])
@@ -169,6 +172,3 @@ async def test_migration_003_records_the_claims_of_rows_pending_before_it(settin
             assert "ig_admissions_pending" not in indexes
         finally:
             await conn.close()
-    finally:
-        await admin.execute(f"DROP DATABASE {db}")
-        await admin.close()

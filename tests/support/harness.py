@@ -149,6 +149,21 @@ async def open_pool(settings: Settings) -> Any:
         await pool.close()
 
 
+@asynccontextmanager
+async def scratch_database(settings: Settings, label: str) -> Any:
+    """The DSN of a new, empty database, dropped afterwards: for tests whose statements see the
+    whole of a table (a migration, a walk over all ids), which other tests share in the main one."""
+    assert settings.postgres.dsn, "the embedded substrate gives a DSN"
+    db = f"{label}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(settings.postgres.dsn)
+    await admin.execute(f"CREATE DATABASE {db}")
+    try:
+        yield settings.postgres.dsn.rsplit("/", 1)[0] + "/" + db
+    finally:
+        await admin.execute(f"DROP DATABASE {db} WITH (FORCE)")
+        await admin.close()
+
+
 async def handled(pool: Any, run_id: str, actor: str = "test_recorder") -> list[Any]:
     """Rows of `test_handled` for the run, in the order they were committed."""
     return list(await pool.fetch(
