@@ -31,7 +31,7 @@ from fraudrt._daemon import is_alive
 from fraudrt.rtdl.archive_writer._actor import CRASH_AFTER_SEGMENT_PUTS_ENV
 from fraudrt.runtime import KinesisBus, load_pack_state, pack_down, pack_kill, pack_up
 from fraudrt.substrate import bootstrap, s3_client
-from tests.support.harness import Ack, kill_pack, make_scope, open_pool, put, record, wait_for
+from tests.support.harness import Ack, kill_pack, make_scope, open_pool, put, record, wait_for, wait_for_exit
 
 pytestmark = pytest.mark.chaos
 
@@ -90,10 +90,6 @@ async def _kill_between_put_and_commit(settings: Any, pool: Any, s3: Any, run: s
     return False
 
 
-async def _alive(state: Any) -> bool:
-    return is_alive(state.process)
-
-
 async def _read_archive(settings: Any, run: str) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Every segment object under `<run>/archive/`: key -> its parsed lines."""
     segments: dict[str, list[dict[str, Any]]] = {}
@@ -146,9 +142,7 @@ async def test_kill9_mid_run_then_up_archives_every_record_exactly_once(substrat
                     tg.start_soon(put_round, per_round, bus)
                     await anyio.sleep(0.05)
                     if hook:
-                        state = load_pack_state(settings, CORE)
-                        assert state is not None
-                        await wait_for(lambda s=state: _alive(s), lambda a: not a, what="the self-kill")
+                        await wait_for_exit(CORE, settings, what="the self-kill")
                         in_window.append(bool(await _orphans(settings, pool, s3, run) - stale))
                     else:
                         in_window.append(await _kill_between_put_and_commit(settings, pool, s3, run, stale))

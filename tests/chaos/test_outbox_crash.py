@@ -21,7 +21,6 @@ from fraudrt.config import project_root
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))  # tests.support: imported here and by pack processes
 
-from fraudrt._daemon import is_alive
 from fraudrt.contracts import metrics_path
 from fraudrt.runtime import KinesisBus, load_pack_state, pack_down, pack_up
 from fraudrt.runtime._outbox import CRASH_AFTER_PUBLISH_ENV
@@ -36,6 +35,7 @@ from tests.support.harness import (
     read_events,
     record,
     wait_for,
+    wait_for_exit,
 )
 
 pytestmark = pytest.mark.chaos
@@ -66,11 +66,7 @@ async def test_crash_between_publish_and_mark_published_is_deduplicated_downstre
 
             state = load_pack_state(settings, PACK)
             assert state is not None and state.process.pid == crashing["pid"]
-
-            async def alive() -> bool:
-                return is_alive(state.process)
-
-            await wait_for(alive, lambda a: not a, what="the pack to kill itself after its first PutRecords")
+            await wait_for_exit(PACK, settings, what="the pack to kill itself after its first PutRecords")
             # It died exactly between publish and mark: rows still pending, yet already on the bus.
             first = await outbox(pool)
             assert first["total"] > 0

@@ -134,6 +134,20 @@ async def wait_for(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool],
         await anyio.sleep(interval)
 
 
+async def wait_for_exit(pack_id: str, settings: Settings, *, what: str, timeout: float = 30.0) -> None:
+    """Wait until the process recorded for `pack_id` has exited (a test-only crash point fired)."""
+    from fraudrt._daemon import is_alive
+    from fraudrt.runtime import load_pack_state
+
+    state = load_pack_state(settings, pack_id)
+    assert state is not None, f"no pack state for {pack_id}"
+
+    async def alive() -> bool:
+        return is_alive(state.process)
+
+    await wait_for(alive, lambda a: not a, timeout=timeout, what=what)
+
+
 # --------------------------------------------------------------------------- Postgres
 
 
