@@ -9,47 +9,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import anyio
-import msgspec
 
 from fraudrt.config import Settings
 
-
-class InboundRecord(msgspec.Struct, frozen=True):
-    """One Kinesis record, with the two envelope fields the runtime itself needs."""
-
-    stream: str
-    shard_id: str
-    sequence_number: str
-    partition_key: str
-    data: bytes
-    arrival_ts: float
-    platform_run_id: str | None
-    event_id: str | None
-
-
-class Emit(msgspec.Struct, frozen=True):
-    """An envelope to publish: written to the outbox in the batch's transaction."""
-
-    stream: str
-    partition_key: str
-    event_id: str
-    data: bytes
+from ._inbox import content_hash, take_in
+from ._records import Emit, InboundRecord
 
 
 class Batch:
     """What a handler gets: the records of its run and the open transaction to write state with."""
 
-    def __init__(self, records: Sequence[InboundRecord], conn: Any, platform_run_id: str) -> None:
+    def __init__(self, records: Sequence[InboundRecord], conn: Any, platform_run_id: str,
+                 component: str = "") -> None:
         self.records = records
         self.conn = conn
         self.platform_run_id = platform_run_id
+        self.component = component
         self.emitted: list[Emit] = []
         self.rejected: list[tuple[InboundRecord, str]] = []
+        self.duplicates = 0
+        self.mismatches = 0
         # Handler's scratch space, read back in `after_commit` once the batch is durable.
         self.notes: dict[str, Any] = {}
 
@@ -60,6 +44,19 @@ class Batch:
         """Record that cannot ever be handled (bad input): dead-lettered with `reason` in this transaction."""
         self.rejected.append((record, reason))
 
+    async def take_in(self, records: Sequence[InboundRecord] | None = None,
+                      hash_of: Callable[[InboundRecord], str] = content_hash) -> list[InboundRecord]:
+        """The records (default: all of the batch) not taken in before by this component for this run.
+
+        Duplicates are dropped and counted; a changed copy of a known event id is recorded as a
+        mismatch (`rt_inbox_mismatches`) and dropped. Runs in this batch's transaction.
+        """
+        intake = await take_in(self.conn, self.component, self.platform_run_id,
+                               self.records if records is None else records, hash_of)
+        self.duplicates += intake.duplicates
+        self.mismatches += len(intake.mismatches)
+        return intake.new
+
 
 @dataclass
 class ComponentContext:
@@ -69,6 +66,9 @@ class ComponentContext:
     platform_run_id: str
     pack_id: str
     pool: Any
+    # The manifest's name for this component: checkpoints, inbox rows and artifact paths use it, so
+    # two manifest entries of one class keep separate state. Empty: the class's `name`.
+    component: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("fraudrt"))
     stopping: anyio.Event = field(default_factory=anyio.Event)

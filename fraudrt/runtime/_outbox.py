@@ -17,10 +17,10 @@ from typing import Any
 
 import anyio
 
-from ._actor import Emit
 from ._bus import MAX_PUT_RECORDS, KinesisBus, PutEntry
 from ._errors import BusError
 from ._pgcolumns import pack_columns, split_sql
+from ._records import Emit
 
 log = logging.getLogger("fraudrt.runtime.outbox")
 

@@ -195,7 +195,8 @@ class PackProcess:
             sup = Supervision(spec.name, must_run=True)
             self.components.append((spec, comp, sup))
             ctx = ComponentContext(settings=self.settings, platform_run_id=self.run_id,
-                                   pack_id=self.manifest.pack_id, pool=pool, options=dict(spec.options),
+                                   pack_id=self.manifest.pack_id, pool=pool, component=spec.name,
+                                   options=dict(spec.options),
                                    logger=logging.getLogger(f"fraudrt.{spec.name}"), stopping=stopping)
             self.contexts[spec.name] = ctx
             if isinstance(comp, Actor):

@@ -15,9 +15,9 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._actor import InboundRecord
 from ._bus import BusRecord, KinesisBus, seq_key
 from ._errors import BusError, ExpiredIteratorError
+from ._records import InboundRecord
 
 log = logging.getLogger("fraudrt.runtime.reader")
 

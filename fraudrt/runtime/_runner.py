@@ -18,11 +18,12 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._actor import Actor, Batch, ComponentContext, InboundRecord
+from ._actor import Actor, Batch, ComponentContext
 from ._checkpoint import CheckpointKey, is_after, load_checkpoints, save_checkpoints
 from ._errors import FraudrtRuntimeError
 from ._outbox import OutboxRelay, write_outbox
 from ._reader import Delivery
+from ._records import InboundRecord
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -83,11 +84,13 @@ class ActorRunner:
         self.stats = ActorStats()
         self.checkpoints: dict[CheckpointKey, str] = {}
         self._in_hand: list[Delivery] | None = None
-        self.log = logging.getLogger(f"fraudrt.{actor.name}")
+        # The manifest's name: two entries of one class keep separate checkpoints and inbox rows.
+        self.component = ctx.component or actor.name
+        self.log = logging.getLogger(f"fraudrt.{self.component}")
 
     async def load(self) -> dict[CheckpointKey, str]:
         async with self.ctx.pool.acquire() as conn:
-            self.checkpoints = await load_checkpoints(conn, self.actor.name, self.ctx.platform_run_id)
+            self.checkpoints = await load_checkpoints(conn, self.component, self.ctx.platform_run_id)
         return self.checkpoints
 
     async def _next_batch(self) -> list[Delivery] | None:
@@ -161,7 +164,7 @@ class ActorRunner:
 
     async def _commit(self, records: Sequence[InboundRecord], positions: dict[CheckpointKey, tuple[str, int]],
                       dead: Sequence[tuple[InboundRecord, str, int]] = ()) -> None:
-        batch = Batch(records, None, self.ctx.platform_run_id)
+        batch = Batch(records, None, self.ctx.platform_run_id, self.component)
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             batch.conn = conn
             if records:
@@ -171,11 +174,11 @@ class ActorRunner:
                 await conn.executemany(
                     "INSERT INTO rt_dead_letters (actor, stream, shard_id, sequence_number, platform_run_id, "
                     "event_id, reason, attempts, data) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
-                    [(self.actor.name, r.stream, r.shard_id, r.sequence_number, r.platform_run_id, r.event_id,
+                    [(self.component, r.stream, r.shard_id, r.sequence_number, r.platform_run_id, r.event_id,
                       reason, attempts, r.data) for r, reason, attempts in dead],
                 )
             await write_outbox(conn, self.ctx.pack_id, batch.emitted)
-            await save_checkpoints(conn, self.actor.name, self.ctx.platform_run_id, positions)
+            await save_checkpoints(conn, self.component, self.ctx.platform_run_id, positions)
         for key, (seq, _n) in positions.items():
             self.checkpoints[key] = seq
         self.stats.batches += 1
