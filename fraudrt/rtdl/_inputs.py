@@ -99,7 +99,7 @@ class FlowAnchorPayload(msgspec.Struct, frozen=True):
     amount: float
 
 
-class _Engine(msgspec.Struct, frozen=True):
+class _Engine(msgspec.Struct, frozen=True, kw_only=True):
     """The envelope fields an RTDL consumer needs around an engine payload."""
 
     event_id: str
@@ -109,19 +109,19 @@ class _Engine(msgspec.Struct, frozen=True):
     scenario_run_id: str | None = None
 
 
-class TrafficEvent(_Engine, frozen=True):
+class TrafficEvent(_Engine, frozen=True, kw_only=True):
     payload: TrafficPayload
 
 
-class ArrivalEvent(_Engine, frozen=True):
+class ArrivalEvent(_Engine, frozen=True, kw_only=True):
     payload: ArrivalEventPayload
 
 
-class ArrivalEntities(_Engine, frozen=True):
+class ArrivalEntities(_Engine, frozen=True, kw_only=True):
     payload: ArrivalEntitiesPayload
 
 
-class FlowAnchor(_Engine, frozen=True):
+class FlowAnchor(_Engine, frozen=True, kw_only=True):
     payload: FlowAnchorPayload
 
 
