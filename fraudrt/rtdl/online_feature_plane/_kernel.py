@@ -64,6 +64,8 @@ class FeatureKernel:
         self._b = definitions.bucket_us
         self._n = definitions.window_buckets
         self._keys = tuple((key_i, cp_i) for _, key_i, cp_i in definitions.keys)
+        # (offset of the window's slots in `_Key.win`, its bucket count), shortest window first.
+        self._jn = tuple((w * _W, n) for w, n in enumerate(self._n))
         self._state: list[dict[int, _Key]] = [{} for _ in self._keys]
         self.late_events = 0
 
@@ -109,9 +111,8 @@ class FeatureKernel:
         st.cur_k = k
         tk, tc, tsum, tmax, tcp, win, seen = st.tk, st.tc, st.tsum, st.tmax, st.tcp, st.win, st.seen
         size = len(tk)
-        last = len(self._n) - 1
-        for w, n in enumerate(self._n):
-            j = w * _W
+        last = (len(self._n) - 1) * _W
+        for j, n in self._jn:
             lo = win[j]
             start = k - n + 1
             if lo >= size or tk[lo] >= start:
@@ -126,11 +127,11 @@ class FeatureKernel:
                 for cp in (cps if isinstance(cps, set) else (cps,)):
                     if seen.get(cp) == bucket:  # this bucket held its latest occurrence
                         nd -= 1
-                        if w == last:  # no window sees it any more
+                        if j == last:  # no window sees it any more
                             del seen[cp]
                 lo += 1
             win[j], win[j + 1], win[j + 2], win[j + 3], win[j + 4] = lo, cnt, sm, mx, nd
-        drop = win[last * _W]
+        drop = win[last]
         if drop >= _PRUNE_AT and drop * 2 >= size:
             self._prune(st, drop)
 
@@ -151,7 +152,7 @@ class FeatureKernel:
     def _values(self, st: _Key) -> list[int]:
         win, tmax = st.win, st.tmax
         out: list[int] = []
-        for j in range(0, len(win), _W):
+        for j, _ in self._jn:
             mx = win[j + 3]
             if mx is None:
                 mx = win[j + 3] = max(tmax[win[j]:], default=0)
@@ -193,7 +194,7 @@ class FeatureKernel:
                 st.tsum.insert(p, 0)
                 st.tmax.insert(p, amount)
                 st.tcp.insert(p, cp)
-                for j, n in zip(range(0, len(win), _W), self._n, strict=True):
+                for j, n in self._jn:
                     if k < st.cur_k - n + 1:  # inserted before this window's first bucket
                         win[j] += 1
         st.tc[p] += 1
@@ -207,7 +208,7 @@ class FeatureKernel:
             st.tcp[p] = {cps, cp}
         old = st.seen.get(cp)
         cur_k = st.cur_k
-        for j, n in zip(range(0, len(win), _W), self._n, strict=True):
+        for j, n in self._jn:
             start = cur_k - n + 1
             if k < start:
                 continue
