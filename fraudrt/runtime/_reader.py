@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,9 @@ from ._errors import BusError, ExpiredIteratorError
 from ._records import InboundRecord
 
 log = logging.getLogger("fraudrt.runtime.reader")
+
+# A shard whose every read has failed this long turns its subscribers RED.
+READ_FAILING_RED_SECONDS = 30.0
 
 
 class _PayloadPins(msgspec.Struct):
@@ -88,6 +92,16 @@ class ShardReader:
     stats: ReaderStats = field(default_factory=ReaderStats)
     # The shard is closed (split or merged) and every record of it has been delivered.
     finished: bool = False
+    # Since when every read has failed (monotonic), and why: a bus outage shows in health.
+    failing_since: float | None = None
+    last_error: str | None = None
+
+    def health(self) -> tuple[str, list[str]]:
+        if self.failing_since is None:
+            return "GREEN", []
+        down = time.monotonic() - self.failing_since
+        state = "RED" if down >= READ_FAILING_RED_SECONDS else "AMBER"
+        return state, [f"BUS_READ_FAILING: {self.last_error} for {down:.0f}s"]
 
     async def _iterator(self, after: str | None) -> str:
         return await self.bus.get_shard_iterator(self.stream, self.shard_id, after_sequence=after)
@@ -110,6 +124,9 @@ class ShardReader:
             except BusError as exc:
                 self.stats.errors += 1
                 failures += 1
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self.last_error = f"{exc.code}: {exc}"[:300]
                 if not exc.retriable:
                     raise
                 delay = min(10.0, max(exc.backoff, 0.1) * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
@@ -119,6 +136,7 @@ class ShardReader:
                 await anyio.sleep(delay)
                 continue
             failures = 0
+            self.failing_since = None
             self.stats.calls += 1
             self.stats.millis_behind = result.millis_behind
             iterator = result.next_iterator

@@ -347,3 +347,32 @@ def kill_pack(settings: Settings, pack_id: str) -> None:
     state = load_pack_state(settings, pack_id)
     if state is not None:
         kill(state.process)
+
+
+# --------------------------------------------------------------------------- dependency outages
+
+
+def stop_service(settings: Settings, name: str) -> None:
+    """Stop one server of the (session) embedded substrate the way an outage would: it is gone."""
+    from fraudrt._daemon import stop
+    from fraudrt.substrate._launcher import load_state
+
+    svc = load_state(settings).services[name]
+    assert stop(svc.process, sig=svc.stop_signal, timeout=svc.stop_timeout) in ("stopped", "killed")
+
+
+async def start_services(settings: Settings) -> None:
+    """Start again whatever server of the substrate is down, on its old ports and data."""
+    from fraudrt.substrate import up
+
+    await up(settings, fast_pg=True)
+
+
+@asynccontextmanager
+async def outage(settings: Settings, name: str) -> Any:
+    """`name` ("s3", "kinesis", "postgres") is down inside the block, and up again after it, whatever happens."""
+    stop_service(settings, name)
+    try:
+        yield
+    finally:
+        await start_services(settings)
