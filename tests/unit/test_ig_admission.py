@@ -13,10 +13,14 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from fraudrt.config import Settings, config_dir, load_settings
-from fraudrt.contracts import ig_dedupe_key, payload_hash
+from fraudrt.contracts import decode_envelope, encode_envelope, ig_dedupe_key, payload_hash
 from fraudrt.control_ingress.ingestion_gate import (
+    REASON_CODES,
     Admissible,
     KeyRing,
     PolicyError,
@@ -267,3 +271,90 @@ def test_openapi_document_matches_routes() -> None:
     assert routes == documented
     assert doc["paths"]["/v1/ingest/push"]["post"]["requestBody"]["content"]["application/json"]["schema"][
         "oneOf"][1]["properties"]["events"]["maxItems"] == 10
+
+
+# ---------------------------------------------------------------- limits below IG, and arbitrary input
+
+
+def test_an_event_id_holding_nul_is_envelope_invalid(policy: Any) -> None:
+    """Valid JSON that Postgres text cannot store: a quarantine with a reason, not a failed statement."""
+    env = envelope(event_id="abc\u0000def")
+    res = evaluate(0, raw(env), policy, FALLBACK)
+    assert isinstance(res, Rejected) and res.reason == "ENVELOPE_INVALID", res
+    assert "event_id" in res.detail and "NUL" in res.detail
+    assert res.event_id == "abc\u0000def"  # the evidence keeps the exact value
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_nesting_deeper_than_the_decoder_follows_is_quarantined_not_raised(policy: Any, depth: int) -> None:
+    env = envelope()
+    text = raw(env).decode()
+    deep = '{"x":' * depth + "1" + "}" * depth
+    data = text.replace('"amount": 12.5', f'"amount": 12.5, "deep": {deep}').encode()
+    res = evaluate(4, data, policy, FALLBACK)
+    assert isinstance(res, Rejected) and res.reason == "NESTING_TOO_DEEP", res
+    assert res.index == 4 and res.platform_run_id == FALLBACK
+
+
+def test_an_event_over_the_kinesis_record_limit_is_event_too_large(policy: Any) -> None:
+    env = envelope()
+    env["payload"]["note"] = "x" * (1024 * 1024)  # allowed by the schema (additional properties)
+    res = evaluate(0, raw(env), policy, FALLBACK)
+    assert isinstance(res, Rejected) and res.reason == "EVENT_TOO_LARGE", res
+    assert "1048576" in res.detail
+    # Just under the limit (compact envelope + 64-char partition key) is admissible.
+    small = envelope()
+    base = len(encode_envelope(decode_envelope(raw(small)))) + len('"note":"",') + 64
+    small["payload"]["note"] = "x" * (1024 * 1024 - base)
+    ok = evaluate(0, raw(small), policy, FALLBACK)
+    assert isinstance(ok, Admissible), ok
+    assert len(ok.data) + len(ok.partition_key) == 1024 * 1024
+
+
+_ENVELOPE_FIELDS = ("event_id", "event_type", "schema_version", "ts_utc", "platform_run_id", "scenario_run_id",
+                    "manifest_fingerprint", "parameter_hash", "seed", "scenario_id", "run_id", "producer",
+                    "parent_event_id", "trace_id", "span_id", "emitted_at_utc", "payload")
+# Strings a producer would not think of: NUL and other controls, lone-surrogate escapes, non-BMP,
+# right-to-left marks, the packing's separators, very long ones.
+_odd_text = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet=st.sampled_from("\u0000\u001f\u001e\u007f\u2028\u202e\ufeff\U0001f600é\\\"{}[]"), max_size=40),
+    st.builds(lambda c, n: c * n, st.sampled_from(["x", "\u0000", "é", "\U0001f600"]), st.integers(250, 5_000)),
+)
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                     st.floats(allow_nan=False, allow_infinity=False), _odd_text)
+_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_odd_text, inner,
+                                                                                          max_size=4),
+                     max_leaves=12)
+
+
+@st.composite
+def _hostile(draw: st.DrawFn) -> bytes:
+    """A valid envelope with some fields replaced by anything, maybe nested very deep, or raw bytes."""
+    shape = draw(st.sampled_from(["mutated", "mutated", "mutated", "deep", "json", "bytes"]))
+    if shape == "bytes":
+        return draw(st.binary(max_size=200))
+    if shape == "json":
+        return json.dumps(draw(_json)).encode()
+    env = envelope()
+    if shape == "deep":  # built as text: json.dumps itself stops at ~1,000 levels
+        depth = draw(st.sampled_from([10, 500, 990, 1_000, 1_100, 50_000]))
+        env["payload"]["deep"] = "@DEEP@"
+        return json.dumps(env).replace('"@DEEP@"', "[" * depth + "1" + "]" * depth).encode()
+    for name in draw(st.lists(st.sampled_from(_ENVELOPE_FIELDS), min_size=1, max_size=4, unique=True)):
+        env[name] = draw(_json)
+    return json.dumps(env).encode()
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(data=_hostile())
+def test_evaluate_never_raises_and_only_admits_what_can_be_stored_and_published(policy: Any, data: bytes) -> None:
+    res = evaluate(0, data, policy, FALLBACK)
+    assert isinstance(res, Admissible | Rejected)
+    if isinstance(res, Rejected):
+        assert res.reason in REASON_CODES and res.detail
+        assert res.platform_run_id == FALLBACK or res.platform_run_id.startswith("platform_")
+    else:
+        assert "\u0000" not in res.env.event_id
+        assert len(res.data) + len(res.partition_key) <= 1024 * 1024
+        assert decode_envelope(res.data) == res.env  # what goes on the bus decodes back
