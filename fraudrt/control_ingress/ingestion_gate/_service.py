@@ -60,6 +60,7 @@ class IngestionGate(Service):
         self._deps: dict[str, tuple[bool, str, float]] = {}
         self._publisher: Publisher | None = None
         self._writer: ObjectWriter | None = None
+        self._http: IgHttp | None = None
         self._started = time.monotonic()
 
     # ------------------------------------------------------------------ health and metrics
@@ -109,6 +110,8 @@ class IngestionGate(Service):
             "publish_calls_total": self._publisher.stats.calls_total if self._publisher else 0,
             "receipt_objects_total": self._writer.puts_total if self._writer else 0,
         }
+        if self._http is not None:
+            out.update(self._http.limits.metrics())
         for reason, n in c.reasons.items():
             out[f"quarantine_reason_{reason}_total"] = n
         return out
@@ -240,8 +243,11 @@ class IngestionGate(Service):
                 service_release_id=os.environ.get("SERVICE_RELEASE_ID", f"fraudrt-{fraudrt.__version__}"),
                 receipts_layout=settings.ig.receipts_layout, heal_lease_seconds=heal_lease, crash_hook=crash_hook)
             self.gate = gate = Gate(policy, store, publisher, writer, config)
-            http = IgHttp(gate, keys, self.health_body, max_body_bytes=settings.ig.max_body_bytes,
-                          max_batch_events=settings.ig.max_batch_events, on_dependency_down=self.on_dependency_down)
+            self._http = http = IgHttp(
+                gate, keys, self.health_body, max_body_bytes=settings.ig.max_body_bytes,
+                max_batch_events=settings.ig.max_batch_events, on_dependency_down=self.on_dependency_down,
+                max_pushes_in_flight=int(ctx.options.get("max_pushes_in_flight", settings.ig.max_pushes_in_flight)),
+                max_bytes_in_flight=int(ctx.options.get("max_bytes_in_flight", settings.ig.max_bytes_in_flight)))
             runner = web.AppRunner(http.app(), access_log=None,
                                    shutdown_timeout=_option(ctx, "drain_seconds", "IG_DRAIN_SECONDS", 15.0))
             await runner.setup()
