@@ -19,7 +19,6 @@ FRAUDRT_CHAOS_LONG=1 (nox -s chaos): five times the events, more kills.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -41,7 +40,16 @@ if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))  # tests.support
 
 from tests.support.harness import wait_for
-from tests.support.ig import close_s3_clients, free_port, get_object, new_run_id, serve_ig, stream_records, traffic
+from tests.support.ig import (
+    close_s3_clients,
+    free_port,
+    get_object,
+    new_run_id,
+    serve_ig,
+    stream_records,
+    traffic,
+    wait_up,
+)
 
 pytestmark = pytest.mark.chaos
 
@@ -78,7 +86,7 @@ class Gates:
             proc = serve_ig(self.settings, self.run, self.ports[i], {}, log=self.logs / f"ig{i}.log",
                             heal_lease=HEAL_LEASE)
             try:
-                await _up(http, self.url(i), self.key, proc)
+                await wait_up(http, self.url(i), self.key, proc)
             except AssertionError:
                 proc.kill()
                 proc.wait()
@@ -106,18 +114,6 @@ class Gates:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-
-
-async def _up(http: aiohttp.ClientSession, url: str, key: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode}")
-        with contextlib.suppress(aiohttp.ClientError):
-            async with http.get(f"{url}/v1/ops/health", headers={"X-IG-Api-Key": key}) as resp:
-                if resp.status == 200:
-                    return
-        await asyncio.sleep(0.1)
-    raise AssertionError("did not come up")
 
 
 @pytest.fixture(scope="module", autouse=True)

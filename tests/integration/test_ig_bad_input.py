@@ -31,6 +31,7 @@ if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))  # tests.support
 
 from tests.support.harness import wait_for
+from tests.support.hostile import MIB, hostile_event, nested
 from tests.support.ig import (
     RunningIg,
     close_s3_clients,
@@ -43,8 +44,6 @@ from tests.support.ig import (
 )
 
 pytestmark = pytest.mark.integration
-
-MIB = 1024 * 1024
 
 
 @pytest.fixture
@@ -95,7 +94,7 @@ async def test_a_body_nested_too_deep_to_split_is_a_400(ig: RunningIg, http: aio
     env = traffic(ig.run_id, 1)
     env["payload"]["deep"] = "@DEEP@"
     for depth in (1_000, 100_000):
-        deep = "[" * depth + "1" + "]" * depth
+        deep = nested(depth)
         for body in (json.dumps(env), json.dumps({"events": [env]})):
             status, answer, _ = await push(http, ig, None, raw=body.replace('"@DEEP@"', deep).encode())
             assert status == 400 and answer["error"] == "NESTING_TOO_DEEP", (depth, answer)
@@ -183,48 +182,14 @@ async def test_a_read_only_database_is_a_503_with_retry_after_not_a_500(private_
 
 # ---------------------------------------------------------------- arbitrary input
 
-_FIELDS = ("event_id", "event_type", "schema_version", "ts_utc", "platform_run_id", "scenario_run_id",
-           "manifest_fingerprint", "parameter_hash", "seed", "scenario_id", "run_id", "producer", "parent_event_id",
-           "trace_id", "span_id", "emitted_at_utc", "payload")
-_odd_text = st.one_of(
-    st.text(max_size=30),
-    st.text(alphabet=st.sampled_from("\u0000\u001f\u001e\u007f\u2028\u202e\ufeff\U0001f600é\\\"{}[],:"), max_size=30),
-    st.builds(lambda c, n: c * n, st.sampled_from(["x", "\u0000", "é"]), st.integers(250, 3_000)),
-)
-_scalar = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-                    st.floats(allow_nan=False, allow_infinity=False), _odd_text)
-_json = st.recursive(_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_odd_text, inner,
-                                                                                          max_size=3),
-                     max_leaves=10)
-
-
-@st.composite
-def _event(draw: st.DrawFn, run: str) -> str:
-    """One event as JSON text: a valid envelope with fields replaced, maybe huge or deeply nested."""
-    env: Any = traffic(run, draw(st.integers(0, 10**6)))
-    shape = draw(st.sampled_from(["mutate", "mutate", "mutate", "deep", "huge", "valid", "any"]))
-    if shape == "any":
-        return json.dumps(draw(_json))
-    if shape == "mutate":
-        for name in draw(st.lists(st.sampled_from(_FIELDS), min_size=1, max_size=4, unique=True)):
-            env[name] = draw(_json)
-    if shape == "huge":
-        env["payload"]["note"] = "y" * draw(st.sampled_from([MIB - 2_000, MIB + 1, 2 * MIB]))
-    text = json.dumps(env)
-    if shape == "deep":  # json.dumps stops at ~1,000 levels: nest as text
-        depth = draw(st.sampled_from([50, 800, 990, 1_010, 5_000]))
-        text = text[:-1] + ', "deep": ' + "[" * depth + "1" + "]" * depth + "}"
-    return text
-
-
 @st.composite
 def _bodies(draw: st.DrawFn, run: str) -> bytes:
     kind = draw(st.sampled_from(["single", "batch", "batch", "garbage"]))
     if kind == "garbage":
         return draw(st.binary(max_size=60))
     if kind == "single":
-        return draw(_event(run)).encode()
-    events = draw(st.lists(_event(run), max_size=4))
+        return draw(hostile_event(lambda: traffic(run, 1))).encode()
+    events = draw(st.lists(hostile_event(lambda: traffic(run, 1)), max_size=4))
     return ('{"events": [' + ", ".join(events) + "]}").encode()
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from fraudrt.config import Settings, config_dir, load_settings
+from fraudrt.config import Settings, config_dir, load_settings, project_root
 from fraudrt.contracts import decode_envelope, encode_envelope, ig_dedupe_key, payload_hash
 from fraudrt.control_ingress.ingestion_gate import (
     REASON_CODES,
@@ -33,6 +34,11 @@ from fraudrt.control_ingress.ingestion_gate import (
     openapi_document,
     quarantine_ids,
 )
+
+if str(project_root()) not in sys.path:
+    sys.path.insert(0, str(project_root()))  # tests.support
+
+from tests.support.hostile import hostile_event
 
 pytestmark = pytest.mark.unit
 
@@ -311,39 +317,12 @@ def test_an_event_over_the_kinesis_record_limit_is_event_too_large(policy: Any) 
     assert len(ok.data) + len(ok.partition_key) == 1024 * 1024
 
 
-_ENVELOPE_FIELDS = ("event_id", "event_type", "schema_version", "ts_utc", "platform_run_id", "scenario_run_id",
-                    "manifest_fingerprint", "parameter_hash", "seed", "scenario_id", "run_id", "producer",
-                    "parent_event_id", "trace_id", "span_id", "emitted_at_utc", "payload")
-# Strings a producer would not think of: NUL and other controls, lone-surrogate escapes, non-BMP,
-# right-to-left marks, the packing's separators, very long ones.
-_odd_text = st.one_of(
-    st.text(max_size=40),
-    st.text(alphabet=st.sampled_from("\u0000\u001f\u001e\u007f\u2028\u202e\ufeff\U0001f600é\\\"{}[]"), max_size=40),
-    st.builds(lambda c, n: c * n, st.sampled_from(["x", "\u0000", "é", "\U0001f600"]), st.integers(250, 5_000)),
-)
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-                     st.floats(allow_nan=False, allow_infinity=False), _odd_text)
-_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_odd_text, inner,
-                                                                                          max_size=4),
-                     max_leaves=12)
-
-
 @st.composite
 def _hostile(draw: st.DrawFn) -> bytes:
-    """A valid envelope with some fields replaced by anything, maybe nested very deep, or raw bytes."""
-    shape = draw(st.sampled_from(["mutated", "mutated", "mutated", "deep", "json", "bytes"]))
-    if shape == "bytes":
+    """A hostile event (`tests.support.hostile`), or raw bytes."""
+    if draw(st.integers(0, 5)) == 0:
         return draw(st.binary(max_size=200))
-    if shape == "json":
-        return json.dumps(draw(_json)).encode()
-    env = envelope()
-    if shape == "deep":  # built as text: json.dumps itself stops at ~1,000 levels
-        depth = draw(st.sampled_from([10, 500, 990, 1_000, 1_100, 50_000]))
-        env["payload"]["deep"] = "@DEEP@"
-        return json.dumps(env).replace('"@DEEP@"', "[" * depth + "1" + "]" * depth).encode()
-    for name in draw(st.lists(st.sampled_from(_ENVELOPE_FIELDS), min_size=1, max_size=4, unique=True)):
-        env[name] = draw(_json)
-    return json.dumps(env).encode()
+    return draw(hostile_event(envelope)).encode()
 
 
 @hsettings(max_examples=300, deadline=None)

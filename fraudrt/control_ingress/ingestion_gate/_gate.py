@@ -33,6 +33,7 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -336,11 +337,7 @@ class Gate:
             to_publish = [claims[k] for k in mine if k in claimed]
             committed = await self._publish_and_settle(to_publish, ev, actor)
         finally:
-            self._live_tokens.discard(token)
-            for key in mine:
-                fut = self._inflight.pop(key)
-                if not fut.done():
-                    fut.set_result(committed.get(key))
+            self._release(token, mine, committed)
         if later:
             outcomes, unresolved = await self._decide_later(later, raws, actor)
             ev.outcomes.extend(outcomes)
@@ -349,6 +346,15 @@ class Gate:
                 raise StillInFlight(unresolved)
         ev.outcomes.sort(key=lambda o: o.index)
         return ev.outcomes
+
+    def _release(self, token: str, keys: Iterable[str], committed: dict[str, EbRef]) -> None:
+        """A request or heal is over: its token is no longer live, and whoever waits on its keys
+        learns their eb_ref (None: not committed by it; they read the row)."""
+        self._live_tokens.discard(token)
+        for key in keys:
+            fut = self._inflight.pop(key)
+            if not fut.done():
+                fut.set_result(committed.get(key))
 
     def _claimant_gone(self, row: ExistingRow) -> bool:
         """A pending row this request may take over: no live request of this process holds it, and
@@ -558,8 +564,4 @@ class Gate:
                 log.warning("IG healed %d pending admission(s) (re-published; consumers dedupe)", len(committed))
             return int(consumed)
         finally:
-            self._live_tokens.discard(token)
-            for key in mine:
-                fut = self._inflight.pop(key)
-                if not fut.done():
-                    fut.set_result(committed.get(key))
+            self._release(token, mine, committed)
