@@ -1,0 +1,74 @@
+"""CSFB health from its own signals, against thresholds an operator of a real-time decision lane sets.
+
+Why these numbers: the Decision Fabric cannot decide an AUTH_REQUEST until its binding is complete,
+and aims at p99 admit -> decision <= 50 ms. The three context records of an arrival carry the same
+event time and are streamed together, so on a healthy bus a binding completes within a batch or two
+(well under a second). A binding still waiting after 5 s means a context stream is lagging or has
+lost records and decisions are queuing on it (AMBER); after 30 s any sensible join-wait deadline
+has passed and decisions go out as CONTEXT_MISSING (RED). The same two bounds apply to how far the
+applied state is behind the bus. Any record CSFB had to reject (dead letter) or any changed copy of
+an event (mismatch) needs a person to look (AMBER); 100 rejected records is a broken producer or a
+schema change, not a stray record (RED). A batch that failed once is being retried (AMBER); three
+failures in a row means the runner is isolating records one by one (RED).
+
+An idle stream is GREEN: nothing waits, and the lag check only looks at batches committed in the
+last `lag_window_s` seconds (the actor does not see how far behind the stream head its reader is
+when nothing arrives; the runtime exports that as `lag_ms.<stream>`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+
+class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    join_wait_amber_s: float = 5.0
+    join_wait_red_s: float = 30.0
+    apply_lag_amber_s: float = 5.0
+    apply_lag_red_s: float = 30.0
+    lag_window_s: float = 5.0
+    rejected_amber: int = 1
+    rejected_red: int = 100
+    mismatches_amber: int = 1
+    failed_batches_amber: int = 1
+    failed_batches_red: int = 3
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Thresholds:
+        """Thresholds from a manifest component's `options.health` (unknown keys are an error)."""
+        return msgspec.convert(options.get("health", {}), cls)
+
+
+_RANK: Final = {"GREEN": 0, "AMBER": 1, "RED": 2}
+
+
+def evaluate(t: Thresholds, *, now: float, oldest_waiting_at: float | None, waiting: int,
+             last_commit_at: float | None, last_apply_lag_s: float | None, rejected: int, mismatches: int,
+             failed_batches: int) -> tuple[str, list[str]]:
+    """(state, reasons): the worst of the checks; reasons are stable codes with the numbers behind them."""
+    found: list[tuple[str, str]] = []
+    if oldest_waiting_at is not None:
+        age = now - oldest_waiting_at
+        if age >= t.join_wait_red_s:
+            found.append(("RED", f"JOIN_WAIT_STALLED: {waiting} bindings waiting, oldest {age:.1f}s"))
+        elif age >= t.join_wait_amber_s:
+            found.append(("AMBER", f"JOIN_WAIT_SLOW: {waiting} bindings waiting, oldest {age:.1f}s"))
+    if last_commit_at is not None and last_apply_lag_s is not None and now - last_commit_at <= t.lag_window_s:
+        if last_apply_lag_s >= t.apply_lag_red_s:
+            found.append(("RED", f"APPLY_LAG_HIGH: state {last_apply_lag_s:.1f}s behind the bus"))
+        elif last_apply_lag_s >= t.apply_lag_amber_s:
+            found.append(("AMBER", f"APPLY_LAG: state {last_apply_lag_s:.1f}s behind the bus"))
+    if rejected >= t.rejected_red:
+        found.append(("RED", f"DEAD_LETTERS: {rejected} records rejected"))
+    elif rejected >= t.rejected_amber:
+        found.append(("AMBER", f"DEAD_LETTERS: {rejected} records rejected"))
+    if mismatches >= t.mismatches_amber:
+        found.append(("AMBER", f"PAYLOAD_MISMATCHES: {mismatches} changed copies of known events"))
+    if failed_batches >= t.failed_batches_red:
+        found.append(("RED", f"BATCH_FAILURES: {failed_batches} failed in a row"))
+    elif failed_batches >= t.failed_batches_amber:
+        found.append(("AMBER", f"BATCH_FAILURES: {failed_batches} failed in a row"))
+    state = max((s for s, _ in found), key=_RANK.__getitem__, default="GREEN")
+    return state, [r for _, r in found]
