@@ -356,9 +356,10 @@ async def test_a_changed_copy_is_a_recorded_mismatch_not_an_overwrite(
     stored = next(iter(frame.values()))
     assert stored is not None and stored.entities is not None
     assert stored.entities.party_id == entities["payload"]["party_id"]
-    mismatch = await pool.fetchrow("SELECT * FROM rt_inbox_mismatches WHERE component = $1 AND platform_run_id = $2",
-                                   CSFB, run)
-    assert mismatch["event_id"] == entities["event_id"] and mismatch["sequence_number"] == acks[0].sequence_number
+    dead = await pool.fetch("SELECT * FROM rt_dead_letters WHERE actor = $1 AND platform_run_id = $2", CSFB, run)
+    assert [(r["event_id"], r["sequence_number"], bytes(r["data"])) for r in dead] == [
+        (entities["event_id"], acks[0].sequence_number, acks[0].data)]
+    assert dead[0]["reason"].startswith(f"PAYLOAD_MISMATCH: event {entities['event_id']} is held with content hash ")
     assert actor.metrics()["payload_mismatches_total"] == 1
     state, reasons = actor.health()
     assert state == "AMBER" and reasons[0].startswith("PAYLOAD_MISMATCHES: 1")

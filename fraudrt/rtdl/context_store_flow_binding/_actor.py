@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, NamedTuple
 
 import msgspec
 
@@ -34,7 +34,7 @@ from fraudrt.rtdl._inputs import (
     flow_anchor_decoder,
     flow_anchor_stream,
 )
-from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord
+from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord, content_hash
 
 from . import _store
 from ._health import Thresholds, evaluate
@@ -99,38 +99,70 @@ class _BatchOutcome:
         if held is None or ts_utc > held:  # ts_utc is fixed width (validated): text order is time order
             self.watermarks[column] = ts_utc
 
+    def reject(self, batch: Batch, record: InboundRecord, reason: str) -> None:
+        batch.dead_letter(record, reason)
+        self.deltas["rejected_total"] += 1
 
-_Slot = tuple[InboundRecord, ArrivalEvent | ArrivalEntities]
-_Frames = dict[tuple[int, int], list[_Slot | None]]  # stored key -> [arrival event, arrival entities]
-_Anchors = dict[int, tuple[InboundRecord, FlowAnchor]]
+    def copy(self, batch: Batch, record: InboundRecord, held_hash: str | None, content_hash: str) -> None:
+        """Another copy of an event already held: a duplicate (same content), or a recorded mismatch."""
+        if held_hash == content_hash:
+            self.deltas["duplicates_total"] += 1
+            return
+        batch.dead_letter(record, f"PAYLOAD_MISMATCH: event {record.event_id} is held with content hash "
+                                  f"{held_hash}; this copy has {content_hash}")
+        self.deltas["mismatches_total"] += 1
 
 
-def _merge(batch: Batch, fresh: list[InboundRecord],
-           decoded: dict[int, tuple[str, Decoded]]) -> tuple[_Frames, _Anchors]:
-    """The batch per frame key and per flow. The first event of a part wins; another event for a
-    part the batch already filled is a conflict (the inbox has removed same-id copies)."""
+class _In(NamedTuple):
+    record: InboundRecord
+    event: Decoded
+    content_hash: str
+
+
+_Frames = dict[tuple[int, int], list[_In | None]]  # stored key -> [arrival event, arrival entities]
+_Anchors = dict[int, _In]
+
+
+def _frame_label(part: str, item: _In) -> str:
+    p = item.event.payload
+    return f"{part} of ({p.merchant_id}, {p.arrival_seq})"
+
+
+def _merge(batch: Batch, items: list[tuple[str, _In]], out: _BatchOutcome) -> tuple[_Frames, _Anchors]:
+    """The batch per frame key and per flow; the first event of a part wins. A later copy of that
+    event is a duplicate or a mismatch, another event for it a conflict."""
     frames: _Frames = {}
     anchors: _Anchors = {}
-    for r in fresh:
-        part, ev = decoded[id(r)]
+    for part, item in items:
+        ev = item.event
         if isinstance(ev, FlowAnchor):
-            flow_id = ev.payload.flow_id
-            held = anchors.get(flow_id)
-            if held is None:
-                anchors[flow_id] = (r, ev)
-            else:
-                batch.dead_letter(r, f"FLOW_BINDING_CONFLICT: flow {flow_id} is bound by event {held[1].event_id}")
-            continue
-        p = ev.payload
-        slot = frames.setdefault((merchant_to_db(p.merchant_id), p.arrival_seq), [None, None])
-        i = 0 if part == _ARRIVAL else 1
-        held_part = slot[i]
-        if held_part is None:
-            slot[i] = (r, ev)
+            held = anchors.setdefault(ev.payload.flow_id, item)
+            conflict = f"FLOW_BINDING_CONFLICT: flow {ev.payload.flow_id} is bound by event"
         else:
-            batch.dead_letter(r, f"JOIN_FRAME_CONFLICT: {part} of ({p.merchant_id}, {p.arrival_seq}) "
-                                 f"is event {held_part[1].event_id}")
+            slot = frames.setdefault((merchant_to_db(ev.payload.merchant_id), ev.payload.arrival_seq), [None, None])
+            i = 0 if part == _ARRIVAL else 1
+            held = slot[i] or item
+            slot[i] = held
+            conflict = f"JOIN_FRAME_CONFLICT: {_frame_label(part, item)} is event"
+        if held is item:
+            continue
+        if held.event.event_id == ev.event_id:
+            out.copy(batch, item.record, held.content_hash, item.content_hash)
+        else:
+            out.reject(batch, item.record, f"{conflict} {held.event.event_id}")
     return frames, anchors
+
+
+def _settle(batch: Batch, out: _BatchOutcome, part: str, item: _In, stored: _store.Stored, conflict: str) -> bool:
+    """What became of a part after its statement; True if this record is what filled it."""
+    if stored.event_id == item.event.event_id:
+        if stored.filled_now:
+            out.applied(part, item.event.payload.ts_utc)
+            return True
+        out.copy(batch, item.record, stored.content_hash, item.content_hash)
+    else:
+        out.reject(batch, item.record, f"{conflict} {stored.event_id}")
+    return False
 
 
 def _frame_columns(frames: _Frames) -> list[list[str | None]]:
@@ -138,16 +170,16 @@ def _frame_columns(frames: _Frames) -> list[list[str | None]]:
                                                       + len(_store.FRAME_ENTITY_COLUMNS))]
     for (merchant, seq), (arrival, entities) in frames.items():
         vals: list[str | None] = [str(merchant), str(seq)]
-        if arrival is not None and isinstance(arrival[1], ArrivalEvent):
-            a = arrival[1].payload
-            vals += [arrival[1].event_id, a.ts_utc, _b(a.is_virtual), a.channel_group, a.zone_representation,
-                     a.tzid_primary, a.tzid_operational]
+        if arrival is not None and isinstance(arrival.event, ArrivalEvent):
+            a = arrival.event.payload
+            vals += [arrival.event.event_id, arrival.content_hash, a.ts_utc, _b(a.is_virtual), a.channel_group,
+                     a.zone_representation, a.tzid_primary, a.tzid_operational]
         else:
             vals += [None] * len(_store.FRAME_ARRIVAL_COLUMNS)
-        if entities is not None and isinstance(entities[1], ArrivalEntities):
-            e = entities[1].payload
-            vals += [entities[1].event_id, str(e.party_id), str(e.account_id), str(e.instrument_id),
-                     str(e.device_id), str(e.ip_id), _s(e.session_id)]
+        if entities is not None and isinstance(entities.event, ArrivalEntities):
+            e = entities.event.payload
+            vals += [entities.event.event_id, entities.content_hash, str(e.party_id), str(e.account_id),
+                     str(e.instrument_id), str(e.device_id), str(e.ip_id), _s(e.session_id)]
         else:
             vals += [None] * len(_store.FRAME_ENTITY_COLUMNS)
         for c, v in zip(cols, vals, strict=True):
@@ -156,23 +188,15 @@ def _frame_columns(frames: _Frames) -> list[list[str | None]]:
 
 
 async def _apply_frames(batch: Batch, frames: _Frames, out: _BatchOutcome) -> list[tuple[int, int]]:
-    """Upsert the frames; returns the keys this batch completed. A part held by another event is a conflict."""
+    """Upsert the frames; returns the keys this batch completed."""
     if not frames:
         return []
     completed: list[tuple[int, int]] = []
     for res in await _store.upsert_frames(batch.conn, batch.platform_run_id, _frame_columns(frames)):
         arrival, entities = frames[(res.merchant_id, res.arrival_seq)]
-        for slot, stored, part in ((arrival, res.arrival_event_id, _ARRIVAL),
-                                   (entities, res.entities_event_id, _ENTITIES)):
-            if slot is None:
-                continue
-            r, ev = slot
-            if stored == ev.event_id:
-                out.applied(part, ev.payload.ts_utc)
-            else:
-                p = ev.payload
-                batch.dead_letter(r, f"JOIN_FRAME_CONFLICT: {part} of ({p.merchant_id}, {p.arrival_seq}) "
-                                     f"is event {stored}")
+        for item, stored, part in ((arrival, res.arrival, _ARRIVAL), (entities, res.entities, _ENTITIES)):
+            if item is not None:
+                _settle(batch, out, part, item, stored, f"JOIN_FRAME_CONFLICT: {_frame_label(part, item)} is event")
         out.deltas["frames_total"] += res.created
         if res.completed_now:
             out.deltas["frames_complete"] += 1
@@ -181,31 +205,29 @@ async def _apply_frames(batch: Batch, frames: _Frames, out: _BatchOutcome) -> li
 
 
 async def _apply_anchors(batch: Batch, anchors: _Anchors, out: _BatchOutcome) -> None:
-    """Insert the new bindings (a hit when the frame is complete now); another anchor for a bound flow is a conflict."""
+    """Insert the new bindings: a hit when the frame is complete now, otherwise a waiting one."""
     if not anchors:
         return
     cols: list[list[str | None]] = [[] for _ in _store.BINDING_COLUMNS_DB]
-    for flow_id, (_r, ev) in anchors.items():
+    for flow_id, item in anchors.items():
+        ev = item.event
+        assert isinstance(ev, FlowAnchor)
         p = ev.payload
-        vals = [str(flow_id), str(merchant_to_db(p.merchant_id)), str(p.arrival_seq), ev.event_id, p.ts_utc,
-                repr(float(p.amount)), str(p.party_id), str(p.account_id), str(p.instrument_id), str(p.device_id),
-                str(p.ip_id)]
+        vals = [str(flow_id), str(merchant_to_db(p.merchant_id)), str(p.arrival_seq), ev.event_id, item.content_hash,
+                p.ts_utc, repr(float(p.amount)), str(p.party_id), str(p.account_id), str(p.instrument_id),
+                str(p.device_id), str(p.ip_id)]
         for c, v in zip(cols, vals, strict=True):
             c.append(v)
     for b in await _store.insert_bindings(batch.conn, batch.platform_run_id, cols):
-        r, ev = anchors[b.flow_id]
-        if b.inserted:
-            out.applied(_ANCHOR, ev.payload.ts_utc)
-            out.deltas["bindings_total"] += 1
-            if b.completion_seq is None:
-                out.new_waiting.append(b.flow_id)
-            else:
-                out.deltas["join_hits"] += 1
-                out.see_cursor(b.completion_seq)
-        elif b.stored_event_id == ev.event_id:
-            out.deltas["duplicates_total"] += 1
+        if not _settle(batch, out, _ANCHOR, anchors[b.flow_id], b.stored,
+                       f"FLOW_BINDING_CONFLICT: flow {b.flow_id} is bound by event"):
+            continue
+        out.deltas["bindings_total"] += 1
+        if b.completion_seq is None:
+            out.new_waiting.append(b.flow_id)
         else:
-            batch.dead_letter(r, f"FLOW_BINDING_CONFLICT: flow {b.flow_id} is bound by event {b.stored_event_id}")
+            out.deltas["join_hits"] += 1
+            out.see_cursor(b.completion_seq)
 
 
 class ContextStoreFlowBinding(Actor):
@@ -247,13 +269,13 @@ class ContextStoreFlowBinding(Actor):
 
     # ------------------------------------------------------------------ the batch
 
-    def _decode(self, batch: Batch) -> tuple[list[InboundRecord], dict[int, tuple[str, Decoded]]]:
-        valid: list[InboundRecord] = []
-        decoded: dict[int, tuple[str, Decoded]] = {}
+    def _decode(self, batch: Batch, out: _BatchOutcome) -> list[tuple[str, _In]]:
+        """Each record as (part, decoded event, content hash); the others are dead-lettered with the reason."""
+        items: list[tuple[str, _In]] = []
         for r in batch.records:
             spec = self._streams.get(r.stream)
             if spec is None:  # the runtime only delivers subscribed streams
-                batch.dead_letter(r, f"UNEXPECTED_STREAM: {r.stream}")
+                out.reject(batch, r, f"UNEXPECTED_STREAM: {r.stream}")
                 continue
             part, decoder, types = spec
             try:
@@ -261,20 +283,19 @@ class ContextStoreFlowBinding(Actor):
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 kind = event_type_of(r.data)
                 if kind is not None and kind not in types:
-                    batch.dead_letter(r, f"UNEXPECTED_EVENT_TYPE: {kind!r} on {r.stream}")
+                    out.reject(batch, r, f"UNEXPECTED_EVENT_TYPE: {kind!r} on {r.stream}")
                 else:
-                    batch.dead_letter(r, f"INVALID_{part.upper()}: {exc}")
+                    out.reject(batch, r, f"INVALID_{part.upper()}: {exc}")
                 continue
             if ev.event_type not in types:
-                batch.dead_letter(r, f"UNEXPECTED_EVENT_TYPE: {ev.event_type!r} on {r.stream}")
+                out.reject(batch, r, f"UNEXPECTED_EVENT_TYPE: {ev.event_type!r} on {r.stream}")
                 continue
             problem = _problem(part, ev)
             if problem is not None:
-                batch.dead_letter(r, f"INVALID_{part.upper()}: {problem}")
+                out.reject(batch, r, f"INVALID_{part.upper()}: {problem}")
                 continue
-            valid.append(r)
-            decoded[id(r)] = (part, ev)
-        return valid, decoded
+            items.append((part, _In(r, ev, content_hash(r))))
+        return items
 
     async def handle(self, batch: Batch) -> None:
         try:
@@ -284,19 +305,20 @@ class ContextStoreFlowBinding(Actor):
             raise
 
     async def _handle(self, batch: Batch) -> None:
-        valid, decoded = self._decode(batch)
-        fresh = await batch.take_in(valid)
-        frames, anchors = _merge(batch, fresh, decoded)
+        # The batch statements' row estimates (joins of CTEs, no statistics) cross jit_above_cost,
+        # and PostgreSQL's default jit=on then spends 0.3-0.6 s compiling each one with LLVM: more
+        # than executing it. Off for this transaction only.
+        await batch.conn.execute("SET LOCAL jit = off")
         out = _BatchOutcome()
+        # No inbox: every part and binding is written once with its event id and content hash, so
+        # the state itself tells a first copy from a duplicate, a mismatch or a conflict.
+        frames, anchors = _merge(batch, self._decode(batch, out), out)
         completed_keys = await _apply_frames(batch, frames, out)
         await _apply_anchors(batch, anchors, out)
         late = await _store.complete_waiting(batch.conn, batch.platform_run_id, completed_keys)
         out.deltas["late_joins"] = len(late)
         out.completed = [flow for flow, _ in late]
         out.see_cursor(max((seq for _, seq in late), default=None))
-        out.deltas["rejected_total"] = len(batch.rejected)
-        out.deltas["mismatches_total"] = batch.mismatches
-        out.deltas["duplicates_total"] += batch.duplicates
         await _store.add_stats(batch.conn, batch.platform_run_id, out.deltas, out.watermarks, out.cursor)
         out.newest_arrival = max((r.arrival_ts for r in batch.records), default=None)
         batch.notes["csfb"] = out

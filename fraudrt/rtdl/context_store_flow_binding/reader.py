@@ -41,7 +41,7 @@ from ._model import (
     missing_parts,
     readiness_of,
 )
-from ._store import NOTIFY_CHANNEL
+from ._store import NOTIFY_CHANNEL, _probe
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -60,22 +60,25 @@ _FRAME_COLS: Final = """
        f.tzid_operational, f.entities_event_id, f.party_id AS e_party_id, f.account_id AS e_account_id,
        f.instrument_id AS e_instrument_id, f.device_id AS e_device_id, f.ip_id AS e_ip_id, f.session_id"""
 
+# Per-key index probes (LATERAL ... LIMIT 1), so a batch never turns into a scan of the run's rows.
+_BINDING: Final = _probe("b.*", "csfb_flow_bindings b", "b.flow_id = q.flow_id")
+_FRAME_OF_BINDING: Final = _probe("f.*", "csfb_join_frames f",
+                                  "f.merchant_id = b.merchant_id AND f.arrival_seq = b.arrival_seq")
+
 _RESOLVE_SQL: Final = f"""
 SELECT q.flow_id, b.merchant_id, b.arrival_seq, b.anchor_event_id, b.ts, b.amount, b.party_id, b.account_id,
        b.instrument_id, b.device_id, b.ip_id, {_FRAME_COLS}
   FROM unnest($2::bigint[]) AS q(flow_id)
-  LEFT JOIN csfb_flow_bindings b ON b.platform_run_id = $1 AND b.flow_id = q.flow_id
-  LEFT JOIN csfb_join_frames f
-    ON f.platform_run_id = $1 AND f.merchant_id = b.merchant_id AND f.arrival_seq = b.arrival_seq
+  LEFT JOIN LATERAL ({_BINDING}) b ON true
+  LEFT JOIN LATERAL ({_FRAME_OF_BINDING}) f ON true
 """
 
-_READINESS_SQL: Final = """
+_READINESS_SQL: Final = f"""
 SELECT q.flow_id, b.flow_id IS NOT NULL AS anchor, f.arrival_event_id IS NOT NULL AS arrival,
        f.entities_event_id IS NOT NULL AS entities
   FROM unnest($2::bigint[]) AS q(flow_id)
-  LEFT JOIN csfb_flow_bindings b ON b.platform_run_id = $1 AND b.flow_id = q.flow_id
-  LEFT JOIN csfb_join_frames f
-    ON f.platform_run_id = $1 AND f.merchant_id = b.merchant_id AND f.arrival_seq = b.arrival_seq
+  LEFT JOIN LATERAL ({_BINDING}) b ON true
+  LEFT JOIN LATERAL ({_FRAME_OF_BINDING}) f ON true
 """
 
 _FRAMES_SQL: Final = f"""
@@ -84,12 +87,12 @@ SELECT q.merchant_id, q.arrival_seq, f.merchant_id IS NOT NULL AS found, {_FRAME
               WHERE b.platform_run_id = $1 AND b.merchant_id = q.merchant_id AND b.arrival_seq = q.arrival_seq
               ORDER BY b.flow_id) AS flow_ids
   FROM unnest($2::bigint[], $3::bigint[]) AS q(merchant_id, arrival_seq)
-  LEFT JOIN csfb_join_frames f
-    ON f.platform_run_id = $1 AND f.merchant_id = q.merchant_id AND f.arrival_seq = q.arrival_seq
+  LEFT JOIN LATERAL ({_probe("f.*", "csfb_join_frames f",
+                             "f.merchant_id = q.merchant_id AND f.arrival_seq = q.arrival_seq")}) f ON true
 """
 
 _COMPLETED_SQL: Final = """
-SELECT flow_id, completion_seq FROM csfb_flow_bindings
+SELECT flow_id, completion_seq FROM csfb_completions
  WHERE platform_run_id = $1 AND completion_seq > $2
  ORDER BY completion_seq LIMIT $3
 """
@@ -224,8 +227,7 @@ SELECT encode(sha256(convert_to(
          || E'\\n--\\n' ||
          coalesce((SELECT string_agg(t::text, E'\\n' ORDER BY t.flow_id)
                      FROM (SELECT flow_id, merchant_id, arrival_seq, anchor_event_id, ts AT TIME ZONE 'UTC', amount,
-                                  party_id, account_id, instrument_id, device_id, ip_id,
-                                  completion_seq IS NOT NULL AS complete
+                                  party_id, account_id, instrument_id, device_id, ip_id
                              FROM csfb_flow_bindings WHERE platform_run_id = $1) t), ''),
        'UTF8')), 'hex')
 """

@@ -5,7 +5,9 @@
 -- become negative), so keys stay plain BIGINTs; the reader maps them back.
 
 -- One row per arrival (merchant_id, arrival_seq) of a run: the arrival event's context and the
--- arrival's entities, each part written once (NULL until its record is applied, never overwritten).
+-- arrival's entities, each part written once (NULL until its record is applied, never overwritten)
+-- with the event id and content hash of the record it came from: another copy of that event is a
+-- duplicate (same hash) or a mismatch (other hash), another event for the part a conflict.
 -- Room is left on each page so the second part's update stays on the page (a HOT update).
 CREATE TABLE IF NOT EXISTS csfb_join_frames (
     platform_run_id      TEXT NOT NULL,
@@ -13,6 +15,7 @@ CREATE TABLE IF NOT EXISTS csfb_join_frames (
     arrival_seq          BIGINT NOT NULL,
     -- arrival_events_5B
     arrival_event_id     TEXT,
+    arrival_hash         TEXT,
     arrival_ts           TIMESTAMPTZ,
     is_virtual           BOOLEAN,
     channel_group        TEXT,
@@ -21,6 +24,7 @@ CREATE TABLE IF NOT EXISTS csfb_join_frames (
     tzid_operational     TEXT,
     -- s1_arrival_entities_6B
     entities_event_id    TEXT,
+    entities_hash        TEXT,
     party_id             BIGINT,
     account_id           BIGINT,
     instrument_id        BIGINT,
@@ -31,13 +35,14 @@ CREATE TABLE IF NOT EXISTS csfb_join_frames (
 ) WITH (fillfactor = 70);
 
 -- One row per flow anchor: flow_id -> join frame key, with the anchor's own fields (truth-free).
--- Several flows may share one join frame key (no uniqueness on it).
+-- Several flows may share one join frame key (no uniqueness on it). Insert-only.
 CREATE TABLE IF NOT EXISTS csfb_flow_bindings (
     platform_run_id      TEXT NOT NULL,
     flow_id              BIGINT NOT NULL,
     merchant_id          BIGINT NOT NULL,
     arrival_seq          BIGINT NOT NULL,
     anchor_event_id      TEXT NOT NULL,
+    anchor_hash          TEXT NOT NULL,
     ts                   TIMESTAMPTZ NOT NULL,
     amount               DOUBLE PRECISION NOT NULL,
     party_id             BIGINT NOT NULL,
@@ -45,22 +50,34 @@ CREATE TABLE IF NOT EXISTS csfb_flow_bindings (
     instrument_id        BIGINT NOT NULL,
     device_id            BIGINT NOT NULL,
     ip_id                BIGINT NOT NULL,
-    -- Bookkeeping, not world state (a state digest leaves these out): when the anchor was applied
-    -- (wall clock), whether its frame was complete then (a join hit), and the completion cursor
-    -- (from csfb_completion_seq) once the binding is complete; NULL while it waits.
-    bound_at             TIMESTAMPTZ NOT NULL DEFAULT now(),
-    hit                  BOOLEAN NOT NULL,
-    completion_seq       BIGINT,
     PRIMARY KEY (platform_run_id, flow_id)
 );
--- Late joins: the bindings waiting on a frame that has just completed.
+-- The flows bound to a frame (the frame reader's flow_ids).
 CREATE INDEX IF NOT EXISTS csfb_flow_bindings_by_frame ON csfb_flow_bindings (platform_run_id, merchant_id, arrival_seq);
--- Startup (the waiting set) and health: the bindings still waiting, oldest first.
-CREATE INDEX IF NOT EXISTS csfb_flow_bindings_waiting ON csfb_flow_bindings (platform_run_id, bound_at)
-    WHERE completion_seq IS NULL;
--- `completed_since`: what completed after a cursor.
-CREATE INDEX IF NOT EXISTS csfb_flow_bindings_completed ON csfb_flow_bindings (platform_run_id, completion_seq)
-    WHERE completion_seq IS NOT NULL;
+
+-- The bindings whose frame is not complete yet: a row while a binding waits, deleted by the batch
+-- that completes its frame (a late join). Small (what waits now), so finding the waiting bindings
+-- of a frame never searches the run's bindings, and the actor reloads its waiting set from here.
+CREATE TABLE IF NOT EXISTS csfb_waiting (
+    platform_run_id      TEXT NOT NULL,
+    merchant_id          BIGINT NOT NULL,
+    arrival_seq          BIGINT NOT NULL,
+    flow_id              BIGINT NOT NULL,
+    bound_at             TIMESTAMPTZ NOT NULL DEFAULT now(),  -- wall clock: health's join-wait age
+    PRIMARY KEY (platform_run_id, merchant_id, arrival_seq, flow_id)
+);
+
+-- One row per completed binding, in completion order: what `completed_since` reads. `hit`: the
+-- frame was complete when the anchor was applied. Bookkeeping of how the run was applied (the
+-- order differs with the interleaving), never part of a binding's answer. Insert-only.
+CREATE TABLE IF NOT EXISTS csfb_completions (
+    platform_run_id      TEXT NOT NULL,
+    completion_seq       BIGINT NOT NULL,
+    flow_id              BIGINT NOT NULL,
+    hit                  BOOLEAN NOT NULL,
+    completed_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (platform_run_id, completion_seq)
+);
 
 -- Completion cursor values. One CSFB writer per run commits its batches in order, so within a run
 -- a later commit always carries larger values and `completion_seq > cursor` misses nothing.
