@@ -54,8 +54,26 @@ def _s(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _problem(part: str, ev: Any) -> str | None:
-    """Why a decoded record cannot be stored (ids out of the 64-bit ranges, a bad ts), or None."""
+_ENTITY_FIELDS: Final = ("party_id", "account_id", "instrument_id", "device_id", "ip_id")
+
+
+def _ids(ev: Decoded) -> dict[str, int | None]:
+    p = ev.payload
+    ids: dict[str, int | None] = {"arrival_seq": p.arrival_seq}
+    if isinstance(ev, FlowAnchor):
+        ids["flow_id"] = ev.payload.flow_id
+    if not isinstance(ev, ArrivalEvent):
+        ids.update({f: getattr(p, f) for f in _ENTITY_FIELDS})
+    if isinstance(ev, ArrivalEntities):
+        ids["session_id"] = ev.payload.session_id
+    return ids
+
+
+def _problem(ev: Decoded) -> str | None:
+    """Why a decoded record cannot be stored (a bad ts, ids outside the 64-bit columns), or None.
+
+    Checked here, per record, because Postgres would fail the whole batch on one bad value and the
+    runner would then replay it record by record. The common path is two C calls over a tuple."""
     p = ev.payload
     try:
         parse_ts_utc(p.ts_utc)
@@ -63,19 +81,21 @@ def _problem(part: str, ev: Any) -> str | None:
         return f"payload.ts_utc: {exc}"
     if not is_uint64(p.merchant_id):
         return f"payload.merchant_id {p.merchant_id} is not a uint64"
-    ids = [("arrival_seq", p.arrival_seq)]
-    if part != _ARRIVAL:
-        ids += [(f, getattr(p, f)) for f in ("party_id", "account_id", "instrument_id", "device_id", "ip_id")]
-    if part == _ENTITIES and p.session_id is not None:
-        ids.append(("session_id", p.session_id))
-    if part == _ANCHOR:
-        ids.append(("flow_id", p.flow_id))
-        if not math.isfinite(p.amount):
-            return f"payload.amount {p.amount} is not finite"
-    for name, value in ids:
-        if not is_int64(value):
-            return f"payload.{name} {value} is not an int64"
-    return None
+    if isinstance(ev, FlowAnchor):
+        a = ev.payload
+        values: tuple[int, ...] = (a.arrival_seq, a.flow_id, a.party_id, a.account_id, a.instrument_id, a.device_id,
+                                   a.ip_id)
+        if not math.isfinite(a.amount):
+            return f"payload.amount {a.amount} is not finite"
+    elif isinstance(ev, ArrivalEntities):
+        e = ev.payload
+        values = (e.arrival_seq, e.party_id, e.account_id, e.instrument_id, e.device_id, e.ip_id, e.session_id or 0)
+    else:
+        values = (p.arrival_seq,)
+    if is_int64(min(values)) and is_int64(max(values)):
+        return None
+    name, value = next((k, v) for k, v in _ids(ev).items() if v is not None and not is_int64(v))
+    return f"payload.{name} {value} is not an int64"
 
 
 @dataclass
@@ -290,7 +310,7 @@ class ContextStoreFlowBinding(Actor):
             if ev.event_type not in types:
                 out.reject(batch, r, f"UNEXPECTED_EVENT_TYPE: {ev.event_type!r} on {r.stream}")
                 continue
-            problem = _problem(part, ev)
+            problem = _problem(ev)
             if problem is not None:
                 out.reject(batch, r, f"INVALID_{part.upper()}: {problem}")
                 continue
