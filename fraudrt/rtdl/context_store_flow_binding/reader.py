@@ -61,9 +61,18 @@ _FRAME_COLS: Final = """
        f.instrument_id AS e_instrument_id, f.device_id AS e_device_id, f.ip_id AS e_ip_id, f.session_id"""
 
 # Per-key index probes (LATERAL ... LIMIT 1), so a batch never turns into a scan of the run's rows.
-_BINDING: Final = _probe("b.*", "csfb_flow_bindings b", "b.flow_id = q.flow_id")
-_FRAME_OF_BINDING: Final = _probe("f.*", "csfb_join_frames f",
+_BINDING_COLS: Final = ("b.flow_id, b.merchant_id, b.arrival_seq, b.anchor_event_id, b.ts, b.amount, b.party_id, "
+                        "b.account_id, b.instrument_id, b.device_id, b.ip_id")
+_FRAME_COLS_ALL: Final = ("f.merchant_id, f.arrival_event_id, f.arrival_ts, f.is_virtual, f.channel_group, "
+                          "f.zone_representation, f.tzid_primary, f.tzid_operational, f.entities_event_id, "
+                          "f.party_id, f.account_id, f.instrument_id, f.device_id, f.ip_id, f.session_id")
+_BINDING: Final = _probe(_BINDING_COLS, "csfb_flow_bindings b", "b.flow_id = q.flow_id")
+_FRAME_OF_BINDING: Final = _probe(_FRAME_COLS_ALL, "csfb_join_frames f",
                                   "f.merchant_id = b.merchant_id AND f.arrival_seq = b.arrival_seq")
+_READY_BINDING: Final = _probe("b.flow_id, b.merchant_id, b.arrival_seq", "csfb_flow_bindings b",
+                               "b.flow_id = q.flow_id")
+_READY_FRAME: Final = _probe("f.arrival_event_id IS NOT NULL AS arrival, f.entities_event_id IS NOT NULL AS entities",
+                             "csfb_join_frames f", "f.merchant_id = b.merchant_id AND f.arrival_seq = b.arrival_seq")
 
 _RESOLVE_SQL: Final = f"""
 SELECT q.flow_id, b.merchant_id, b.arrival_seq, b.anchor_event_id, b.ts, b.amount, b.party_id, b.account_id,
@@ -74,11 +83,11 @@ SELECT q.flow_id, b.merchant_id, b.arrival_seq, b.anchor_event_id, b.ts, b.amoun
 """
 
 _READINESS_SQL: Final = f"""
-SELECT q.flow_id, b.flow_id IS NOT NULL AS anchor, f.arrival_event_id IS NOT NULL AS arrival,
-       f.entities_event_id IS NOT NULL AS entities
+SELECT q.flow_id, b.flow_id IS NOT NULL AS anchor, coalesce(f.arrival, false) AS arrival,
+       coalesce(f.entities, false) AS entities
   FROM unnest($2::bigint[]) AS q(flow_id)
-  LEFT JOIN LATERAL ({_BINDING}) b ON true
-  LEFT JOIN LATERAL ({_FRAME_OF_BINDING}) f ON true
+  LEFT JOIN LATERAL ({_READY_BINDING}) b ON true
+  LEFT JOIN LATERAL ({_READY_FRAME}) f ON true
 """
 
 _FRAMES_SQL: Final = f"""
@@ -87,7 +96,7 @@ SELECT q.merchant_id, q.arrival_seq, f.merchant_id IS NOT NULL AS found, {_FRAME
               WHERE b.platform_run_id = $1 AND b.merchant_id = q.merchant_id AND b.arrival_seq = q.arrival_seq
               ORDER BY b.flow_id) AS flow_ids
   FROM unnest($2::bigint[], $3::bigint[]) AS q(merchant_id, arrival_seq)
-  LEFT JOIN LATERAL ({_probe("f.*", "csfb_join_frames f",
+  LEFT JOIN LATERAL ({_probe(_FRAME_COLS_ALL, "csfb_join_frames f",
                              "f.merchant_id = q.merchant_id AND f.arrival_seq = q.arrival_seq")}) f ON true
 """
 
