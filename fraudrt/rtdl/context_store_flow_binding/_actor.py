@@ -2,10 +2,11 @@
 
 Nothing assumes an order across the three streams: each part is stored when it comes, and a binding
 completes whenever its last part lands (in the batch of the anchor: a join hit; later: a late join).
-A part is written once: a copy of the same event is a duplicate (the runtime's inbox drops it), a
-changed copy is a recorded mismatch, and another event claiming a part that is already filled, or
-a flow that is already bound, is dead-lettered with the event that holds it. Records that are not
-valid envelopes of their stream's type are dead-lettered with the decoder's reason.
+A part is written once, with the event id and content hash it came from: another copy of that event
+is a duplicate (nothing written), a changed copy a recorded mismatch, and another event claiming a
+part that is already filled, or a flow that is already bound, is dead-lettered with the event that
+holds it. Records that are not valid envelopes of their stream's type are dead-lettered with the
+decoder's reason.
 """
 
 from __future__ import annotations

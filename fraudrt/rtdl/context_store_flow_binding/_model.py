@@ -88,50 +88,41 @@ class FlowAnchorPart(msgspec.Struct, frozen=True, kw_only=True):
     ip_id: int
 
 
-class JoinReadiness(msgspec.Struct, frozen=True, kw_only=True):
+class _Ready(msgspec.Struct, frozen=True, kw_only=True):
+    readiness: Readiness
+    missing: tuple[Part, ...]
+
+    @property
+    def complete(self) -> bool:
+        return self.readiness is Readiness.COMPLETE
+
+
+class JoinReadiness(_Ready, frozen=True, kw_only=True):
     """Whether a flow's binding is complete, and if not, which parts it still waits for.
 
     Without its anchor the frame key is unknown, so `missing` is then just ("flow_anchor",).
     """
 
     flow_id: int
-    readiness: Readiness
-    missing: tuple[Part, ...]
-
-    @property
-    def complete(self) -> bool:
-        return self.readiness is Readiness.COMPLETE
 
 
-class FlowBinding(msgspec.Struct, frozen=True, kw_only=True):
+class FlowBinding(_Ready, frozen=True, kw_only=True):
     """flow_id -> join frame key, the anchor, and the frame's arrival context and entities."""
 
     flow_id: int
-    readiness: Readiness
-    missing: tuple[Part, ...]
     key: JoinFrameKey | None
     anchor: FlowAnchorPart | None
     arrival: ArrivalEventPart | None
     entities: ArrivalEntitiesPart | None
 
-    @property
-    def complete(self) -> bool:
-        return self.readiness is Readiness.COMPLETE
 
-
-class JoinFrame(msgspec.Struct, frozen=True, kw_only=True):
-    """One arrival's context; `flow_ids` are the flows bound to it so far (sorted)."""
+class JoinFrame(_Ready, frozen=True, kw_only=True):
+    """One arrival's context (`missing` names frame parts only); `flow_ids`: the flows bound to it so far."""
 
     key: JoinFrameKey
-    readiness: Readiness
-    missing: tuple[Part, ...]
     arrival: ArrivalEventPart | None
     entities: ArrivalEntitiesPart | None
     flow_ids: tuple[int, ...]
-
-    @property
-    def complete(self) -> bool:
-        return self.readiness is Readiness.COMPLETE
 
 
 def missing_parts(anchor: bool, arrival: bool, entities: bool) -> tuple[Part, ...]:
