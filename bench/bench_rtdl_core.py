@@ -1,19 +1,24 @@
-"""RTDL core projectors on the embedded substrate, one section per component, each actor alone.
+"""RTDL core projectors on the embedded substrate, one actor at a time (issue 11, Benchmark).
 
-Context Store / Flow Binding (`bench_csfb`): a generated world's context (arrival events, arrival
-entities, flow anchors: three records per flow) is put on the bus first; then the CSFB actor runs
-in this process exactly as a pack runs it (one shard reader per stream, one bounded queue, the
-runner committing to Postgres) until its checkpoints reach the end of all three streams. Reported:
-records/s and flows/s, the equivalent traffic events/s (two per flow), CPU per traffic event of
-this process, Postgres and kinesalite, the raw GetRecords ceiling of the same streams measured in
-the same run, and the typed reader's latency for batches of 100 flows.
+Each section puts a generated world's traffic and context on private streams first (the substrate
+ceiling for the write is reported beside it), then runs one projector in this process exactly as a
+pack runs it (shared shard readers -> ActorRunner -> Postgres), and reports sustained traffic
+events/s and CPU per traffic event of this process, Postgres and kinesalite; then its typed
+reader's latency for batches of 100 flows.
 
-    .venv/bin/python bench/bench_rtdl_core.py [--flows 100000] [--only csfb]
+    .venv/bin/python bench/bench_rtdl_core.py [--flows 100000] [--days 3] [--only online_feature_plane]
+
+Context Store / Flow Binding: the world's context (arrival events, arrival entities, flow anchors:
+three records per flow) goes on the bus first; CSFB runs until its checkpoints reach the end of all
+three streams. Reported beside it: the raw GetRecords ceiling of the same streams, the equivalent
+traffic events/s (two per flow), and `resolve_flow_binding` / `join_readiness` latency (wall, and
+this process's CPU per call).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -27,13 +32,18 @@ from typing import Any
 
 import anyio
 import asyncpg
-from bench_runtime import CpuMeter, machine  # type: ignore[import-not-found]
+import msgspec
+import polars as pl
 
-from fraudrt.config import Settings, load_settings, project_root
-from fraudrt.runtime import ComponentContext, KinesisBus, apply_migrations, seq_key
-from fraudrt.runtime._reader import Delivery, ShardReader
-from fraudrt.runtime._runner import ActorRunner
-from fraudrt.substrate import bootstrap, down, up
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_runtime import CpuMeter, machine  # noqa: E402
+
+from fraudrt.config import Settings, load_settings, project_root  # noqa: E402
+from fraudrt.engine import GenerateRequest, generate_world, output_paths, read_run_receipt  # noqa: E402
+from fraudrt.runtime import ComponentContext, KinesisBus, PutEntry, apply_migrations, seq_key  # noqa: E402
+from fraudrt.runtime._reader import Delivery, ShardReader  # noqa: E402
+from fraudrt.runtime._runner import ActorRunner  # noqa: E402
+from fraudrt.substrate import down, ensure_stream, kinesis_client, load_state, up, wait_active  # noqa: E402
 
 sys.path.insert(0, str(project_root()))
 from tests.support.harness import put
@@ -42,6 +52,105 @@ from tests.support.rtdl_world import envelopes, make_world
 RUN = "platform_20260101T000000Z"
 CONTEXT = {"arrival_events": "arrival_events_5B", "arrival_entities": "s1_arrival_entities_6B",
            "flow_anchor_fraud": "s3_flow_anchor_with_fraud_6B"}
+_enc = msgspec.json.Encoder()
+
+
+def world_envelopes(world: Path, output_id: str) -> list[bytes]:
+    """One output's rows as envelopes, in event-time order (as WSP and IG put them on the bus)."""
+    receipt = read_run_receipt(world)
+    df = pl.concat([pl.read_parquet(p) for p in output_paths(world, output_id, "baseline_v1", receipt=receipt)])
+    out = []
+    for row in df.sort("ts_utc", "flow_id").iter_rows(named=True):
+        eid = hashlib.sha256(f"{output_id}|{row['flow_id']}|{row.get('event_seq', '')}".encode()).hexdigest()
+        out.append(_enc.encode({"event_id": eid, "event_type": output_id, "schema_version": "v1",
+                                "ts_utc": row["ts_utc"], "platform_run_id": RUN, "scenario_run_id": "0" * 32,
+                                "manifest_fingerprint": row["manifest_fingerprint"],
+                                "parameter_hash": row["parameter_hash"], "seed": row["seed"],
+                                "scenario_id": row["scenario_id"], "producer": "bench", "payload": row}))
+    return out
+
+
+async def put_all(bus: KinesisBus, stream: str, datas: list[bytes]) -> None:
+    for start in range(0, len(datas), 500):
+        pending = [PutEntry(d, str(start + i)) for i, d in enumerate(datas[start:start + 500])]
+        while pending:
+            res = await bus.put_records(stream, pending)
+            pending = [e for e, r in zip(pending, res, strict=True) if not r.ok]
+
+
+async def bench_online_feature_plane(settings: Settings, meter: CpuMeter, flows: int, days: float,
+                                     work: Path) -> dict[str, Any]:
+    from fraudrt.rtdl.online_feature_plane import OnlineFeaturePlane, features_for
+
+    summary = generate_world(GenerateRequest(out_dir=str(work / "world"), seed=3, n_flows=flows,
+                                             duration_s=days * 86400, fraud_rate=0.02))
+    world = Path(summary.engine_run_root)
+    traffic = world_envelopes(world, "s3_event_stream_with_fraud_6B")
+    anchors = world_envelopes(world, "s3_flow_anchor_with_fraud_6B")
+    traffic_stream, anchor_stream = settings.streams.name("traffic_fraud"), settings.streams.name("flow_anchor_fraud")
+    async with kinesis_client(settings.kinesis) as k:
+        for s in (traffic_stream, anchor_stream):
+            await ensure_stream(k, s, 1)
+        await wait_active(k, [traffic_stream, anchor_stream])
+    out: dict[str, Any] = {"flows": flows, "traffic_events": len(traffic), "anchors": len(anchors),
+                           "event_time_days": days}
+    async with KinesisBus(settings.kinesis) as bus:
+        c0, t0 = meter.snap(), time.perf_counter()
+        await put_all(bus, traffic_stream, traffic)
+        await put_all(bus, anchor_stream, anchors)
+        wall = time.perf_counter() - t0
+        out["put_ceiling"] = {"records_per_s": round((len(traffic) + len(anchors)) / wall),
+                              "cpu_s": CpuMeter.delta(c0, meter.snap())}
+
+        pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=2, max_size=8)
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, "fraudrt.runtime", "fraudrt.rtdl.online_feature_plane")
+        ofp = OnlineFeaturePlane()
+        stopping = anyio.Event()
+        ctx = ComponentContext(settings=settings, platform_run_id=RUN, pack_id="bench", pool=pool, stopping=stopping)
+        send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
+        runner = ActorRunner(ofp, ctx, receive, None)
+        await runner.load()
+        readers = [ShardReader(bus, s, (await bus.list_shards(s))[0], [send], None, limit=5000)
+                   for s in (traffic_stream, anchor_stream)]
+        c0, t0 = meter.snap(), time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            for r in readers:
+                tg.start_soon(r.run, stopping)
+            while ofp.flows_aggregated < flows:
+                await anyio.sleep(0.02)
+            wall = time.perf_counter() - t0
+            cpu = CpuMeter.delta(c0, meter.snap())
+            stopping.set()
+            tg.cancel_scope.cancel()
+        out["online_feature_plane"] = {
+            "traffic_events_per_s": round(len(traffic) / wall), "wall_s": round(wall, 2),
+            "batches": runner.stats.batches, "cpu_s": cpu,
+            "cpu_us_per_traffic_event": {k: round(v / len(traffic) * 1e6, 1) for k, v in cpu.items()},
+            "keys_cached": ofp.metrics()["keys_cached"],
+        }
+
+        # The typed reader: batches of 100 random flows, one statement each.
+        ids = [int(x) for x in pl.read_parquet(output_paths(world, "s3_flow_anchor_with_fraud_6B", "baseline_v1",
+                                                            receipt=read_run_receipt(world))[0],
+                                               columns=["flow_id"])["flow_id"]]
+        rng = random.Random(1)
+        lat = []
+        async with pool.acquire() as conn:
+            for i in range(600):
+                batch = rng.sample(ids, 100)
+                t = time.perf_counter()
+                answer = await features_for(conn, RUN, batch)
+                if i >= 100:  # the first ones warm the statement cache
+                    lat.append((time.perf_counter() - t) * 1000)
+                assert all(f.complete for f in answer.flows)
+        lat.sort()
+        out["reader_100_flows_ms"] = {"p50": round(statistics.median(lat), 2),
+                                      "p95": round(lat[int(len(lat) * 0.95)], 2),
+                                      "p99": round(lat[int(len(lat) * 0.99)], 2), "calls": len(lat)}
+        await pool.close()
+    return out
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -67,14 +176,21 @@ async def _raw_read(bus: KinesisBus, streams: list[str], meter: CpuMeter, total:
     return {"rec_per_s": round(total / wall), "wall_s": round(wall, 2), "cpu_s": CpuMeter.delta(c0, meter.snap())}
 
 
-async def bench_csfb(settings: Settings, meter: CpuMeter, world: Path, flows: int, reader_calls: int) -> dict[str, Any]:
+async def bench_context_store_flow_binding(settings: Settings, meter: CpuMeter, flows: int, days: float,
+                                           work: Path, reader_calls: int = 2000) -> dict[str, Any]:
     from fraudrt.rtdl.context_store_flow_binding import (
         ContextStoreFlowBinding,
         join_readiness,
         resolve_flow_binding,
     )
 
-    out: dict[str, Any] = {"flows": flows}
+    world = make_world(work / "csfb_world", n_flows=flows, seed=5, duration_s=days * 86400)
+    streams = [settings.streams.name(s) for s in CONTEXT]
+    async with kinesis_client(settings.kinesis) as k:
+        for s in streams:
+            await ensure_stream(k, s, 1)
+        await wait_active(k, streams)
+    out: dict[str, Any] = {"flows": flows, "event_time_days": days}
     total = 0
     flow_ids: list[int] = []
     last: dict[tuple[str, str], str] = {}
@@ -91,7 +207,6 @@ async def bench_csfb(settings: Settings, meter: CpuMeter, world: Path, flows: in
                     last[key] = ack.sequence_number
             del items
         out["put_context"] = {"records": total, "wall_s": round(time.perf_counter() - t0, 1)}
-        streams = [settings.streams.name(s) for s in CONTEXT]
         out["raw_get_ceiling"] = await _raw_read(bus, streams, meter, total)
 
         pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=2, max_size=8)
@@ -154,13 +269,16 @@ async def bench_csfb(settings: Settings, meter: CpuMeter, world: Path, flows: in
     return out
 
 
+SECTIONS = {"online_feature_plane": bench_online_feature_plane,
+            "context_store_flow_binding": bench_context_store_flow_binding}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--flows", type=int, default=100_000)
-    parser.add_argument("--reader-calls", type=int, default=2000)
-    parser.add_argument("--only", default="", help="comma-separated sections (csfb); default all")
+    parser.add_argument("--days", type=float, default=3.0)
+    parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
     args = parser.parse_args()
-    only = {s for s in args.only.split(",") if s}
     home = Path(tempfile.mkdtemp(prefix="fraudrt-bench-"))
     os.chmod(home, 0o755)
     os.environ.update(FRAUDRT_HOME=str(home), FRAUDRT_RUNS_ROOT=str(home / "runs"))
@@ -168,14 +286,12 @@ def main() -> None:
     try:
         anyio.run(lambda: up(settings))
         settings = load_settings("embedded")
-        anyio.run(lambda: bootstrap(settings))
-        meter = CpuMeter.for_substrate(settings)
-        meter.pids.pop("seaweedfs", None)  # no S3 in these sections
-        t0 = time.perf_counter()
-        world = make_world(home / "world", n_flows=args.flows, seed=5, n_parts=4)
-        results: dict[str, Any] = {"machine": machine(), "world_s": round(time.perf_counter() - t0, 1)}
-        if not only or "csfb" in only:
-            results["csfb"] = anyio.run(bench_csfb, settings, meter, world, args.flows, args.reader_calls)
+        state = load_state(settings)
+        meter = CpuMeter({"kinesalite": state.services["kinesis"].process.pid,
+                          "postgres": state.services["postgres"].process.pid})
+        results: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg()}
+        for name in args.only or sorted(SECTIONS):
+            results[name] = anyio.run(SECTIONS[name], settings, meter, args.flows, args.days, home)
         print(json.dumps(results, indent=2))
     finally:
         down(load_settings("embedded"), purge=True)

@@ -64,6 +64,7 @@ async def test_rtdl_core_pack_binds_a_world_and_reports_join_counters(
         assert counters["join_hits"] + counters["late_joins"] == 300
         assert counters["frames_complete"] == counters["frames_total"] == 300
         assert counters["dead_letters_total"] == 0
+        assert report["gauges"]["applied_watermark.flow_anchor"].startswith("2026-01-01T")
         health = await wait_for(lambda: anyio.to_thread.run_sync(_read, health_path(runs_root, run, CSFB)),
                                 lambda h: h is not None and h["health_state"] == "GREEN", timeout=30,
                                 what="CSFB health GREEN once caught up")

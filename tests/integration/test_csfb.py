@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import polars as pl
 import pytest
@@ -40,6 +41,7 @@ from fraudrt.rtdl.context_store_flow_binding import (
     state_digest,
 )
 from fraudrt.runtime import KinesisBus, apply_migrations, seq_key
+from fraudrt.runtime._fence import Notifications
 from tests.support.harness import Ack, LocalActor, create_streams, make_scope, open_pool, put, wait_for
 from tests.support.rtdl_world import envelopes, make_world
 
@@ -189,7 +191,7 @@ async def test_bindings_and_frames_equal_the_offline_join_of_the_world(
     assert m["bindings_total"] == n_flows == 1500
     assert m["join_hits"] + m["late_joins"] == n_flows and m["join_misses"] == 0
     assert m["frames_total"] == m["frames_complete"] == n_flows
-    assert m["watermark.flow_anchor"] == max(json.loads(a.data)["ts_utc"] for a in acks)
+    assert m["applied_watermark.flow_anchor"] == max(json.loads(a.data)["ts_utc"] for a in acks)
     assert actor.health() == ("GREEN", [])
     p = await progress(pool, scope.run_id)
     assert (p.bindings_total, p.join_hits, p.late_joins, p.join_misses) == (
@@ -454,15 +456,29 @@ async def test_waiting_bindings_readiness_notify_and_health(
                                                     datas["arrival_events"]))
             assert (await completed_since(pool, run, 0)).flow_ids == ()
             assert notes == []
-            await wait_applied(pool, run, await put(bus, scope.settings.streams.name("arrival_entities"),
-                                                    datas["arrival_entities"]))
+            # A waiter as the Decision Fabric would wait, with the runtime's notification waits.
+            waiter = Notifications(scope.settings.postgres.dsn or "")
+
+            async def all_complete() -> bool:
+                return all(r.complete for r in (await join_readiness(pool, run, flows)).values())
+
+            waited: list[bool] = []
+            async with anyio.create_task_group() as tg:
+                async def wait() -> None:
+                    waited.append(await waiter.wait(NOTIFY_CHANNEL, run, all_complete, timeout=60))
+                tg.start_soon(wait)
+                await wait_applied(pool, run, await put(bus, scope.settings.streams.name("arrival_entities"),
+                                                        datas["arrival_entities"]))
+            await waiter.close()
+            assert waited == [True]
             ready = await join_readiness(pool, run, flows)
             assert all(r.complete for r in ready.values())
             page = await completed_since(pool, run, 0)
             assert sorted(page.flow_ids) == sorted(flows)
             assert (await completed_since(pool, run, page.cursor)).flow_ids == ()
             await wait_for(value_of(lambda: list(notes)), lambda n: len(n) >= 1, what="a notification")
-            assert notes[-1] == f"{run} {page.cursor}"
+            assert notes[-1] == run
+            assert (await progress(pool, run)).completion_cursor == page.cursor
             clock.now += 100
             assert actor.health() == ("GREEN", []), "nothing waits once the context is in"
             assert actor.metrics()["late_joins"] == len(flows)
@@ -490,7 +506,7 @@ async def test_counters_and_waiting_survive_a_restart(
     async with LocalActor(scope.settings, restarted, run, pool, bus):
         await wait_for(value_of(restarted.metrics), lambda m: m["bindings_total"] > 0, what="the restarted actor")
         for k in ("bindings_total", "join_hits", "late_joins", "join_misses", "frames_total", "frames_complete",
-                  "completion_cursor", "watermark.flow_anchor", "watermark.arrival_entities"):
+                  "completion_cursor", "applied_watermark.flow_anchor", "applied_watermark.arrival_entities"):
             assert restarted.metrics()[k] == before[k], k
         await wait_applied(pool, run, await put(bus, scope.settings.streams.name("arrival_entities"),
                                                 datas["arrival_entities"][half:]))

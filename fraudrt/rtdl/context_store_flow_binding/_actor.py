@@ -395,7 +395,9 @@ class ContextStoreFlowBinding(Actor):
             "duplicates_total": s["duplicates_total"],
             "completion_cursor": self.completion_cursor,
             "apply_lag_ms": round(self.last_apply_lag_s * 1000) if self.last_apply_lag_s is not None else 0,
-            **{f"watermark.{k.removeprefix('wm_')}": v for k, v in self.watermarks.items()},
+            # Event time applied per input (rejected records excluded); the runtime's
+            # `watermark.<stream>/<shard>` gauges count every record read.
+            **{f"applied_watermark.{k.removeprefix('wm_')}": v for k, v in self.watermarks.items()},
         }
 
     def health_details(self) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from typing import Any, Final
 
 from fraudrt.runtime import pack_columns, split_sql
 
-# Fired (at commit, by Postgres) when a batch completed bindings; payload "<platform_run_id> <cursor>".
+# Fired (at commit, by Postgres) when a batch completed bindings; payload: the platform_run_id, so
+# a waiter can use the runtime's `Notifications.wait(NOTIFY_CHANNEL, run, check)`.
 NOTIFY_CHANNEL: Final = "csfb_binding_complete"
 
 FRAME_ARRIVAL_COLUMNS: Final = ("arrival_event_id", "arrival_hash", "arrival_ts", "is_virtual", "channel_group",
@@ -152,7 +153,7 @@ WITH s AS (
         completion_cursor = GREATEST(s.completion_cursor, EXCLUDED.completion_cursor), updated_at = now()
     RETURNING s.completion_cursor
 )
-SELECT pg_notify({channel}::text, $1 || ' ' || s.completion_cursor) FROM s WHERE {cursor}::bigint IS NOT NULL
+SELECT pg_notify({channel}::text, $1) FROM s WHERE {cursor}::bigint IS NOT NULL
 """
 
 

@@ -13,9 +13,10 @@ Waiting for bindings (the Decision Fabric's join-wait), cheaply:
   in completion order, and the cursor to ask from next time (an index range scan, so a waiter
   never re-reads what it already knows);
 - at the commit of every batch that completed bindings, Postgres notifies channel
-  `csfb_binding_complete` (`NOTIFY_CHANNEL`) with payload `"<platform_run_id> <cursor>"`: LISTEN
-  on it, and on a notification for your run call `completed_since` from your last cursor.
-  Notifications are a wake-up, not the record: a listener that reconnects reads `completed_since`
+  `csfb_binding_complete` (`NOTIFY_CHANNEL`) with the run's platform_run_id as payload. With the
+  runtime's fences: `await ctx.notifications.wait(NOTIFY_CHANNEL, run, check, timeout)` where
+  `check` calls `completed_since` from the waiter's cursor (or `join_readiness` for its flows).
+  Notifications are a wake-up, not the record: a waiter that reconnects reads `completed_since`
   from its own durable cursor, so nothing is missed.
 """
 
