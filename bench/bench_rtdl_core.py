@@ -7,6 +7,12 @@ events/s and CPU per traffic event of this process, Postgres and kinesalite; the
 reader's latency for batches of 100 flows.
 
     .venv/bin/python bench/bench_rtdl_core.py [--flows 100000] [--days 3] [--only online_feature_plane]
+
+Context Store / Flow Binding: the world's context (arrival events, arrival entities, flow anchors:
+three records per flow) goes on the bus first; CSFB runs until its checkpoints reach the end of all
+three streams. Reported beside it: the raw GetRecords ceiling of the same streams, the equivalent
+traffic events/s (two per flow), and `resolve_flow_binding` / `join_readiness` latency (wall, and
+this process's CPU per call).
 """
 
 from __future__ import annotations
@@ -32,14 +38,20 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import CpuMeter, machine  # noqa: E402
 
-from fraudrt.config import Settings, load_settings  # noqa: E402
+from fraudrt.config import Settings, load_settings, project_root  # noqa: E402
 from fraudrt.engine import GenerateRequest, generate_world, output_paths, read_run_receipt  # noqa: E402
-from fraudrt.runtime import ComponentContext, KinesisBus, PutEntry, apply_migrations  # noqa: E402
+from fraudrt.runtime import ComponentContext, KinesisBus, PutEntry, apply_migrations, seq_key  # noqa: E402
 from fraudrt.runtime._reader import Delivery, ShardReader  # noqa: E402
 from fraudrt.runtime._runner import ActorRunner  # noqa: E402
 from fraudrt.substrate import down, ensure_stream, kinesis_client, load_state, up, wait_active  # noqa: E402
 
+sys.path.insert(0, str(project_root()))
+from tests.support.harness import put
+from tests.support.rtdl_world import envelopes, make_world
+
 RUN = "platform_20260101T000000Z"
+CONTEXT = {"arrival_events": "arrival_events_5B", "arrival_entities": "s1_arrival_entities_6B",
+           "flow_anchor_fraud": "s3_flow_anchor_with_fraud_6B"}
 _enc = msgspec.json.Encoder()
 
 
@@ -141,7 +153,124 @@ async def bench_online_feature_plane(settings: Settings, meter: CpuMeter, flows:
     return out
 
 
-SECTIONS = {"online_feature_plane": bench_online_feature_plane}
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _raw_read(bus: KinesisBus, streams: list[str], meter: CpuMeter, total: int) -> dict[str, Any]:
+    """GetRecords of every record of `streams` (10,000 per call): the read ceiling of this substrate."""
+    c0, t0 = meter.snap(), time.perf_counter()
+    got = 0
+    for stream in streams:
+        for shard in await bus.list_shards(stream):
+            it: str | None = await bus.get_shard_iterator(stream, shard)
+            while it is not None:
+                r = await bus.get_records(stream, shard, it, 10_000)
+                got += len(r.records)
+                if not r.records and r.millis_behind == 0:
+                    break
+                it = r.next_iterator
+    wall = time.perf_counter() - t0
+    assert got == total, (got, total)
+    return {"rec_per_s": round(total / wall), "wall_s": round(wall, 2), "cpu_s": CpuMeter.delta(c0, meter.snap())}
+
+
+async def bench_context_store_flow_binding(settings: Settings, meter: CpuMeter, flows: int, days: float,
+                                           work: Path, reader_calls: int = 2000) -> dict[str, Any]:
+    from fraudrt.rtdl.context_store_flow_binding import (
+        ContextStoreFlowBinding,
+        join_readiness,
+        resolve_flow_binding,
+    )
+
+    world = make_world(work / "csfb_world", n_flows=flows, seed=5, duration_s=days * 86400)
+    streams = [settings.streams.name(s) for s in CONTEXT]
+    async with kinesis_client(settings.kinesis) as k:
+        for s in streams:
+            await ensure_stream(k, s, 1)
+        await wait_active(k, streams)
+    out: dict[str, Any] = {"flows": flows, "event_time_days": days}
+    total = 0
+    flow_ids: list[int] = []
+    last: dict[tuple[str, str], str] = {}
+    async with KinesisBus(settings.kinesis) as bus:
+        t0 = time.perf_counter()
+        for logical, output in CONTEXT.items():  # one output at a time: a world's envelopes are large
+            items = envelopes(world, output, RUN)
+            total += len(items)
+            if logical == "flow_anchor_fraud":
+                flow_ids = [json.loads(d)["payload"]["flow_id"] for d in items]
+            for ack in await put(bus, settings.streams.name(logical), items):
+                key = (ack.stream, ack.shard_id)
+                if key not in last or seq_key(ack.sequence_number) > seq_key(last[key]):
+                    last[key] = ack.sequence_number
+            del items
+        out["put_context"] = {"records": total, "wall_s": round(time.perf_counter() - t0, 1)}
+        out["raw_get_ceiling"] = await _raw_read(bus, streams, meter, total)
+
+        pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=2, max_size=8)
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, "fraudrt.runtime", "fraudrt.rtdl.context_store_flow_binding")
+        stopping = anyio.Event()
+        ctx = ComponentContext(settings=settings, platform_run_id=RUN, pack_id="bench", pool=pool, stopping=stopping)
+        actor = ContextStoreFlowBinding()
+        send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
+        runner = ActorRunner(actor, ctx, receive, relay=None)
+        await runner.load()
+        readers = [ShardReader(bus, stream, shard, [send], None, limit=5000)
+                   for stream in streams for shard in await bus.list_shards(stream)]
+        c0, t0 = meter.snap(), time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            for reader in readers:
+                tg.start_soon(reader.run, stopping)
+            # Polled: the runner has no event to wait on, and 10 ms is far below the phase's length.
+            while not all(k in runner.checkpoints and seq_key(runner.checkpoints[k]) >= seq_key(s)  # noqa: ASYNC110
+                          for k, s in last.items()):
+                await anyio.sleep(0.01)
+            wall = time.perf_counter() - t0
+            c1 = meter.snap()
+            stopping.set()
+            tg.cancel_scope.cancel()
+        m = actor.metrics()
+        assert m["bindings_total"] == flows and m["join_misses"] == 0, m
+        cpu = CpuMeter.delta(c0, c1)
+        traffic = 2 * flows
+        out["actor"] = {
+            "wall_s": round(wall, 2), "context_rec_per_s": round(total / wall), "flows_per_s": round(flows / wall),
+            "traffic_events_per_s_equiv": round(traffic / wall), "batches": runner.stats.batches,
+            "cpu_s": cpu, "cpu_us_per_traffic_event": {k: round(v / traffic * 1e6, 1) for k, v in cpu.items()},
+            "join_hits": m["join_hits"], "late_joins": m["late_joins"],
+        }
+
+        # The typed reader: batches of 100 flows, as the Decision Fabric asks.
+        # Wall time per call, and this process's CPU per call (decoding rows into structs): on a
+        # shared 2-core box the wall tail is mostly waiting for a core.
+        lat: dict[str, list[float]] = {"resolve_flow_binding": [], "join_readiness": []}
+        cpu_ms: dict[str, list[float]] = {name: [] for name in lat}
+        rng = random.Random(7)
+        async with pool.acquire() as conn:
+            for i in range(reader_calls + 50):
+                batch = rng.sample(flow_ids, 100)
+                for name, fn in (("resolve_flow_binding", resolve_flow_binding), ("join_readiness", join_readiness)):
+                    t, c = time.perf_counter(), time.process_time()
+                    got = await fn(conn, RUN, batch)
+                    if i >= 50:  # the first calls warm the plan cache and the buffer pool
+                        lat[name].append((time.perf_counter() - t) * 1000)
+                        cpu_ms[name].append((time.process_time() - c) * 1000)
+                    assert len(got) == 100
+        out["reader_batch_of_100_ms"] = {
+            name: {"p50": round(statistics.median(v), 3), "p95": round(_pct(v, 0.95), 3),
+                   "p99": round(_pct(v, 0.99), 3), "max": round(max(v), 3), "calls": len(v),
+                   "client_cpu_p50": round(statistics.median(cpu_ms[name]), 3)}
+            for name, v in lat.items()}
+        await pool.close()
+    return out
+
+
+SECTIONS = {"online_feature_plane": bench_online_feature_plane,
+            "context_store_flow_binding": bench_context_store_flow_binding}
 
 
 def main() -> None:
