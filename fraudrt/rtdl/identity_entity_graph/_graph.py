@@ -272,21 +272,21 @@ class GraphState:
 
     def _window_parties(self, st: Staged, n: int, t: int, cap: int) -> int:
         h = t // HOUR_US
+        start = h - self.definition.window_hours
         parties: set[int] = set()
         for source in (self.hours.get(n), st.hours.get(n)):
             if not source:
                 continue
-            for hh in range(h - self.definition.window_hours, h):
-                bucket = source.get(hh)
-                if bucket:
+            # A node is active in few hours: walk those rather than every hour of the window.
+            for hh, bucket in source.items():
+                if start <= hh < h:
                     parties.update(bucket)  # whole hours before t's hour: all of it is before t
                     if len(parties) >= cap:
                         return cap
-            bucket = source.get(h)
-            if bucket:
-                for party, first in bucket.items():
-                    if first < t:
-                        parties.add(party)
+                elif hh == h:
+                    for party, first in bucket.items():
+                        if first < t:
+                            parties.add(party)
         return min(cap, len(parties))
 
     def _reach(self, st: Staged, seeds: tuple[int, ...], t: int, cap: int) -> int:
