@@ -293,24 +293,27 @@ async def test_bad_anchors_are_dead_lettered_with_their_reason_and_the_rest_appl
     no_party["event_id"] = "e" * 64
     wrong_type = json.loads(good[11])
     wrong_type["event_type"] = "s1_arrival_entities_6B"
+    # Flow 14 anchored a second time in a later batch, flow 250 twice within one batch.
     bad = [json.dumps(no_party).encode(), json.dumps(wrong_type).encode(), edited(12, device_id=-5),
-           edited(13, ts_utc="yesterday"), edited(14, party_id=1)]  # the last: flow 14 anchored a second time
-    acks = await put(bus, stream, [*good[:200], *bad, *good[200:]])
+           edited(13, ts_utc="yesterday"), edited(14, party_id=1)]
     actor = IdentityEntityGraph()
     async with LocalActor(scope.settings, actor, scope.run_id, pool, bus):
+        await applied(pool, scope.run_id, await put(bus, stream, good[:200]))
+        acks = await put(bus, stream, [*bad, *good[200:251], edited(250, party_id=2), *good[251:]])
         await applied(pool, scope.run_id, acks)
     dead = {r["sequence_number"]: r["reason"] for r in await pool.fetch(
         "SELECT sequence_number, reason FROM rt_dead_letters WHERE actor = $1 AND platform_run_id = $2",
         ACTOR, scope.run_id)}
-    reasons = [dead[a.sequence_number] for a in acks[200:205]]
+    reasons = [dead[a.sequence_number] for a in [*acks[:5], acks[5 + 51]]]
     assert reasons[0].startswith("INVALID_FLOW_ANCHOR: Object missing required field `party_id`")
     assert reasons[1] == "UNEXPECTED_EVENT_TYPE: 's1_arrival_entities_6B' on the flow anchor stream"
     assert reasons[2] == "ID_OUT_OF_RANGE: -5 is not an unsigned 64-bit id"
     assert reasons[3].startswith("BAD_TS_UTC: 'yesterday'")
-    assert reasons[4] == (f"FLOW_ID_CONFLICT: flow {anchors['flow_id'][14]} is already anchored by event "
-                          f"{json.loads(good[14])['event_id']}")
-    assert len(dead) == 5
+    for i, reason in ((14, reasons[4]), (250, reasons[5])):
+        assert reason == (f"FLOW_ID_CONFLICT: flow {anchors['flow_id'][i]} is already anchored by event "
+                          f"{json.loads(good[i])['event_id']}")
+    assert len(dead) == 6
     assert_matches_offline(anchors, await db_features(pool, scope.run_id), await db_edges(pool, scope.run_id),
                            await db_entities(pool, scope.run_id))
     state, why = actor.health()
-    assert state == "AMBER" and any(r.startswith("DEAD_LETTERS: 5 ") for r in why)
+    assert state == "AMBER" and any(r.startswith("DEAD_LETTERS: 6 ") for r in why)
