@@ -32,7 +32,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from bench_runtime import CpuMeter, machine  # noqa: E402
 
 from fraudrt.config import Settings, load_settings  # noqa: E402
-from fraudrt.runtime import ComponentContext, KinesisBus, PutEntry, apply_migrations  # noqa: E402
+from fraudrt.runtime import (  # noqa: E402
+    ComponentContext,
+    KinesisBus,
+    PutEntry,
+    apply_migrations,
+    configure_gc,
+    freeze_heap,
+)
 from fraudrt.runtime._reader import Delivery, ShardReader  # noqa: E402
 from fraudrt.runtime._runner import ActorRunner  # noqa: E402
 from fraudrt.substrate import down, ensure_stream, kinesis_client, load_state, up, wait_active  # noqa: E402
@@ -114,6 +121,8 @@ async def bench_identity_entity_graph(settings: Settings, meter: CpuMeter, flows
     datas = WorldPins(world, RUN).envelopes("s3_flow_anchor_with_fraud_6B", anchors)
     keys = [str(f) for f in anchors["flow_id"]]
     n = len(datas)
+    del anchors
+    freeze_heap()  # as a pack does once startup is over: the world's frames are not the actor's heap
     stream = flow_anchor_stream(settings)
     async with kinesis_client(settings.kinesis) as k:
         await ensure_stream(k, stream, 1)
@@ -165,7 +174,7 @@ async def bench_identity_entity_graph(settings: Settings, meter: CpuMeter, flows
             "metrics": {k: v for k, v in actor.metrics().items() if k.startswith(("edges", "entities", "flows"))},
         }
         # The typed reader: a batch of 100 flows per call, as DF asks.
-        flow_ids = [int(f) for f in anchors["flow_id"]]
+        flow_ids = [int(k) for k in keys]
         rnd = random.Random(1)
         for _ in range(50):  # warm the pool's prepared statement
             await graph_features(pool, RUN, rnd.sample(flow_ids, 100))
@@ -189,6 +198,7 @@ def main() -> None:
     parser.add_argument("--flows", type=int, default=100_000, help="flows (each has two traffic events)")
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
     args = parser.parse_args()
+    configure_gc()  # the pack's collector policy, so the actor's costs are the pack's
     home = Path(tempfile.mkdtemp(prefix="fraudrt-bench-"))
     os.chmod(home, 0o755)
     os.environ.update(FRAUDRT_HOME=str(home), FRAUDRT_RUNS_ROOT=str(home / "runs"))
