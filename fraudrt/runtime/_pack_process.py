@@ -32,6 +32,7 @@ from fraudrt.contracts import (
 
 from ._actor import Actor, Component, ComponentContext, Service
 from ._bus import KinesisBus
+from ._fence import Notifications
 from ._gc import configure_gc, freeze_heap
 from ._manifest import ComponentSpec, PackManifest, check_components, load_component_class, resolve_manifest
 from ._migrations import apply_migrations
@@ -102,6 +103,7 @@ class PackProcess:
         self.relay: OutboxRelay | None = None
         self.contexts: dict[str, ComponentContext] = {}
         self.backgrounds: dict[str, Supervision] = {}
+        self.notifications: Notifications | None = None
         self.missing_optional: list[str] = []
         self.started_at = utc_now_ts()
 
@@ -181,6 +183,8 @@ class PackProcess:
             async with KinesisBus(self.settings.kinesis) as bus:
                 return await self._run(ready, pool, bus, stopping)
         finally:
+            if self.notifications is not None:
+                await self.notifications.close()
             await pool.close()
 
     async def _run(self, ready: list[ComponentSpec], pool: Any, bus: KinesisBus, stopping: anyio.Event) -> int:
@@ -191,12 +195,14 @@ class PackProcess:
         self.relay = OutboxRelay(pool, bus, owner=self.manifest.pack_id)
         queue_depth = int(self.opts.get("queue_depth", 4))
         subscriptions: dict[str, list[tuple[ActorRunner, Any]]] = {}
+        assert self.settings.postgres.dsn
+        self.notifications = Notifications(self.settings.postgres.dsn)
         for spec, comp in instances:
             sup = Supervision(spec.name, must_run=True)
             self.components.append((spec, comp, sup))
             ctx = ComponentContext(settings=self.settings, platform_run_id=self.run_id,
                                    pack_id=self.manifest.pack_id, pool=pool, component=spec.name,
-                                   options=dict(spec.options),
+                                   options=dict(spec.options), notifications=self.notifications,
                                    logger=logging.getLogger(f"fraudrt.{spec.name}"), stopping=stopping)
             self.contexts[spec.name] = ctx
             if isinstance(comp, Actor):

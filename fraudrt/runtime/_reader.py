@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import msgspec
@@ -32,6 +33,8 @@ class _Pins(msgspec.Struct):
     platform_run_id: str | None = None
     event_id: str | None = None
     message_id: str | None = None
+    # Any: a record whose ts_utc is not a string is still scoped by its run (just not a watermark).
+    ts_utc: Any = None
     payload: _PayloadPins | None = None
 
 
@@ -43,11 +46,14 @@ def to_inbound(record: BusRecord) -> InboundRecord:
         pins = _peek.decode(record.data)
         run_id = pins.platform_run_id or (pins.payload.platform_run_id if pins.payload else None)
         event_id = pins.event_id or pins.message_id
+        ts = pins.ts_utc
+        # Only a canonical timestamp is a watermark: then text order is time order.
+        event_ts = ts if isinstance(ts, str) and len(ts) == 27 and ts[-1] == "Z" else None
     except (msgspec.DecodeError, msgspec.ValidationError):
         # Unreadable: delivered with no run id, so the runner dead-letters it with a reason.
-        run_id = event_id = None
+        run_id = event_id = event_ts = None
     return InboundRecord(record.stream, record.shard_id, record.sequence_number, record.partition_key,
-                         record.data, record.arrival_ts, run_id, event_id)
+                         record.data, record.arrival_ts, run_id, event_id, event_ts)
 
 
 @dataclass(frozen=True)
