@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,47 @@ async def put_all(bus: KinesisBus, stream: str, datas: list[bytes]) -> None:
             pending = [e for e, r in zip(pending, res, strict=True) if not r.ok]
 
 
+async def run_alone(settings: Settings, meter: CpuMeter, bus: KinesisBus, pool: Any, actor: Any,
+                    streams: list[str], done: Callable[[], bool]) -> tuple[float, dict[str, float], ActorRunner]:
+    """Run one actor as a pack runs it (a reader per stream's shard -> its runner) until `done()`:
+    wall seconds, CPU seconds of this process and the substrate, and the runner."""
+    stopping = anyio.Event()
+    ctx = ComponentContext(settings=settings, platform_run_id=RUN, pack_id="bench", pool=pool, stopping=stopping)
+    send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
+    runner = ActorRunner(actor, ctx, receive, None)
+    await runner.load()
+    readers = [ShardReader(bus, s, (await bus.list_shards(s))[0], [send], None, limit=5000) for s in streams]
+    c0, t0 = meter.snap(), time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.run)
+        for r in readers:
+            tg.start_soon(r.run, stopping)
+        while not done():  # noqa: ASYNC110 (a bench polls its actor's counter)
+            await anyio.sleep(0.02)
+        wall = time.perf_counter() - t0
+        cpu = CpuMeter.delta(c0, meter.snap())
+        stopping.set()
+        tg.cancel_scope.cancel()
+    return wall, cpu, runner
+
+
+async def reader_latency(ask: Callable[[list[int]], Awaitable[bool]], ids: list[int], calls: int) -> dict[str, Any]:
+    """Milliseconds per call of `ask` for batches of 100 random flows (`ask` says the answers were complete);
+    100 calls first warm the statement cache."""
+    rng = random.Random(1)
+    lat = []
+    for i in range(calls + 100):
+        batch = rng.sample(ids, 100)
+        t = time.perf_counter()
+        complete = await ask(batch)
+        if i >= 100:
+            lat.append((time.perf_counter() - t) * 1000)
+        assert complete
+    lat.sort()
+    return {"p50": round(statistics.median(lat), 2), "p95": round(lat[int(len(lat) * 0.95)], 2),
+            "p99": round(lat[int(len(lat) * 0.99)], 2), "max": round(lat[-1], 2), "calls": len(lat)}
+
+
 async def bench_online_feature_plane(settings: Settings, meter: CpuMeter, flows: int, days: float,
                                      work: Path) -> dict[str, Any]:
     from fraudrt.rtdl.online_feature_plane import OnlineFeaturePlane, features_for
@@ -104,24 +146,8 @@ async def bench_online_feature_plane(settings: Settings, meter: CpuMeter, flows:
         async with pool.acquire() as conn:
             await apply_migrations(conn, "fraudrt.runtime", "fraudrt.rtdl.online_feature_plane")
         ofp = OnlineFeaturePlane()
-        stopping = anyio.Event()
-        ctx = ComponentContext(settings=settings, platform_run_id=RUN, pack_id="bench", pool=pool, stopping=stopping)
-        send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
-        runner = ActorRunner(ofp, ctx, receive, None)
-        await runner.load()
-        readers = [ShardReader(bus, s, (await bus.list_shards(s))[0], [send], None, limit=5000)
-                   for s in (traffic_stream, anchor_stream)]
-        c0, t0 = meter.snap(), time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runner.run)
-            for r in readers:
-                tg.start_soon(r.run, stopping)
-            while ofp.flows_aggregated < flows:
-                await anyio.sleep(0.02)
-            wall = time.perf_counter() - t0
-            cpu = CpuMeter.delta(c0, meter.snap())
-            stopping.set()
-            tg.cancel_scope.cancel()
+        wall, cpu, runner = await run_alone(settings, meter, bus, pool, ofp, [traffic_stream, anchor_stream],
+                                            lambda: ofp.flows_aggregated >= flows)
         out["online_feature_plane"] = {
             "traffic_events_per_s": round(len(traffic) / wall), "wall_s": round(wall, 2),
             "batches": runner.stats.batches, "cpu_s": cpu,
@@ -133,20 +159,12 @@ async def bench_online_feature_plane(settings: Settings, meter: CpuMeter, flows:
         ids = [int(x) for x in pl.read_parquet(output_paths(world, "s3_flow_anchor_with_fraud_6B", "baseline_v1",
                                                             receipt=read_run_receipt(world))[0],
                                                columns=["flow_id"])["flow_id"]]
-        rng = random.Random(1)
-        lat = []
         async with pool.acquire() as conn:
-            for i in range(600):
-                batch = rng.sample(ids, 100)
-                t = time.perf_counter()
-                answer = await features_for(conn, RUN, batch)
-                if i >= 100:  # the first ones warm the statement cache
-                    lat.append((time.perf_counter() - t) * 1000)
-                assert all(f.complete for f in answer.flows)
-        lat.sort()
-        out["reader_100_flows_ms"] = {"p50": round(statistics.median(lat), 2),
-                                      "p95": round(lat[int(len(lat) * 0.95)], 2),
-                                      "p99": round(lat[int(len(lat) * 0.99)], 2), "calls": len(lat)}
+
+            async def ask(batch: list[int]) -> bool:
+                return all(f.complete for f in (await features_for(conn, RUN, batch)).flows)
+
+            out["reader_100_flows_ms"] = await reader_latency(ask, ids, 500)
         await pool.close()
     return out
 
@@ -231,23 +249,8 @@ async def bench_identity_entity_graph(settings: Settings, meter: CpuMeter, flows
         pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=2, max_size=8)
         async with pool.acquire() as conn:
             await apply_migrations(conn, "fraudrt.runtime", "fraudrt.rtdl.identity_entity_graph")
-        stopping = anyio.Event()
-        ctx = ComponentContext(settings=settings, platform_run_id=RUN, pack_id="bench", pool=pool, stopping=stopping)
-        send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
         ieg = IdentityEntityGraph()
-        runner = ActorRunner(ieg, ctx, receive, None)
-        await runner.load()
-        reader = ShardReader(bus, stream, shard, [send], None, limit=5000)
-        c0, t0 = meter.snap(), time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runner.run)
-            tg.start_soon(reader.run, stopping)
-            while ieg.flows_applied < n:
-                await anyio.sleep(0.02)
-            wall = time.perf_counter() - t0
-            cpu = CpuMeter.delta(c0, meter.snap())
-            stopping.set()
-            tg.cancel_scope.cancel()
+        wall, cpu, runner = await run_alone(settings, meter, bus, pool, ieg, [stream], lambda: ieg.flows_applied >= n)
         out["identity_entity_graph"] = {
             "anchors_per_s": round(n / wall), "traffic_events_per_s_equivalent": round(2 * n / wall),
             "wall_s": round(wall, 2), "batches": runner.stats.batches, "cpu_s": cpu,
@@ -257,20 +260,11 @@ async def bench_identity_entity_graph(settings: Settings, meter: CpuMeter, flows
         }
 
         # The typed reader: batches of 100 random flows, one statement each.
-        rng = random.Random(1)
-        lat = []
-        for i in range(2100):
-            batch = rng.sample(flow_ids, 100)
-            t = time.perf_counter()
-            answer = await graph_features(pool, RUN, batch)
-            if i >= 100:  # the first ones warm the statement cache
-                lat.append((time.perf_counter() - t) * 1000)
-            assert all(g.complete for g in answer)
-        lat.sort()
-        out["reader_100_flows_ms"] = {"p50": round(statistics.median(lat), 2),
-                                      "p95": round(lat[int(len(lat) * 0.95)], 2),
-                                      "p99": round(lat[int(len(lat) * 0.99)], 2), "max": round(lat[-1], 2),
-                                      "calls": len(lat)}
+
+        async def ask(batch: list[int]) -> bool:
+            return all(g.complete for g in await graph_features(pool, RUN, batch))
+
+        out["reader_100_flows_ms"] = await reader_latency(ask, flow_ids, 2000)
         await pool.close()
     return out
 
