@@ -32,6 +32,7 @@ import anyio
 import asyncpg
 import msgspec
 import polars as pl
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import CpuMeter, machine  # noqa: E402
@@ -250,7 +251,9 @@ async def bench_identity_entity_graph(settings: Settings, meter: CpuMeter, flows
         async with pool.acquire() as conn:
             await apply_migrations(conn, "fraudrt.runtime", "fraudrt.rtdl.identity_entity_graph")
         ieg = IdentityEntityGraph()
+        rss0 = psutil.Process().memory_info().rss
         wall, cpu, runner = await run_alone(settings, meter, bus, pool, ieg, [stream], lambda: ieg.flows_applied >= n)
+        out["process_rss_growth_mb"] = round((psutil.Process().memory_info().rss - rss0) / 2**20, 1)
         out["identity_entity_graph"] = {
             "anchors_per_s": round(n / wall), "traffic_events_per_s_equivalent": round(2 * n / wall),
             "wall_s": round(wall, 2), "batches": runner.stats.batches, "cpu_s": cpu,

@@ -159,3 +159,13 @@ def test_health_is_green_when_idle_and_names_what_is_wrong(monkeypatch: pytest.M
     actor._waiting = [(0, 1, o)]
     actor._waiting_since = {1: now - actor_module.WAITING_STALLED_S - 1}
     assert actor.health()[0] == "AMBER" and actor.health()[1][0].startswith("WATERMARK_STALLED: 1 flows")
+
+
+def test_a_batch_of_graph_versions_is_the_recipe_applied_to_each() -> None:
+    from fraudrt.contracts import IdRecipeError, ieg_graph_as_of_version, ieg_graph_as_of_versions
+
+    run, digest = "platform_20260101T000000Z", "ab" * 16
+    times = ["2026-01-01T00:00:00.000000Z", "2026-01-02T00:00:00.000001Z"]
+    assert ieg_graph_as_of_versions(run, digest, times) == [ieg_graph_as_of_version(run, digest, t) for t in times]
+    with pytest.raises(IdRecipeError):
+        ieg_graph_as_of_versions(run, digest, ["a|b"])

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from fraudrt.contracts import format_ts_utc, ieg_graph_as_of_version
+from fraudrt.contracts import format_ts_utc, ieg_graph_as_of_version, ieg_graph_as_of_versions
 from fraudrt.runtime import pack_columns, split_sql
 
 from ._definition import DEFINITION_DIGEST, to_i64
@@ -70,23 +70,25 @@ async def graph_features(db: Any, platform_run_id: str, flow_ids: Sequence[int])
     keys = [to_i64(f) for f in flow_ids]
     rows = await db.fetch(_FEATURES_SQL, platform_run_id, *pack_columns([[str(k) for k in keys]]))
     found = {r["flow_id"]: r for r in rows}
+    as_of = {key: format_ts_utc(r["ts_utc"]) for key, r in found.items()}
+    final = [key for key, r in found.items() if r["neighbourhood_2hop"] is not None]
+    versions = dict(zip(final, ieg_graph_as_of_versions(platform_run_id, DEFINITION_DIGEST,
+                                                        [as_of[k] for k in final]), strict=True))
     out = []
     for flow_id, key in zip(flow_ids, keys, strict=True):
         row = found.get(key)
         if row is None:
             out.append(GraphFeatures(flow_id=flow_id, complete=False, waiting_for="FLOW_ANCHOR"))
-            continue
-        as_of = format_ts_utc(row["ts_utc"])
-        if row["neighbourhood_2hop"] is None:
+        elif key not in versions:
             out.append(GraphFeatures(flow_id=flow_id, complete=False, waiting_for="EARLIER_CONTEXT",
-                                     as_of_ts_utc=as_of))
-            continue
-        out.append(GraphFeatures(
-            flow_id=flow_id, complete=True, as_of_ts_utc=as_of,
-            graph_version=ieg_graph_as_of_version(platform_run_id, DEFINITION_DIGEST, as_of),
-            device_party_count_24h=row["device_party_count_24h"], ip_party_count_24h=row["ip_party_count_24h"],
-            device_new_for_party=row["device_new_for_party"], ip_new_for_party=row["ip_new_for_party"],
-            instrument_account_count=row["instrument_account_count"], neighbourhood_2hop=row["neighbourhood_2hop"]))
+                                     as_of_ts_utc=as_of[key]))
+        else:
+            out.append(GraphFeatures(
+                flow_id=flow_id, complete=True, as_of_ts_utc=as_of[key], graph_version=versions[key],
+                device_party_count_24h=row["device_party_count_24h"], ip_party_count_24h=row["ip_party_count_24h"],
+                device_new_for_party=row["device_new_for_party"], ip_new_for_party=row["ip_new_for_party"],
+                instrument_account_count=row["instrument_account_count"],
+                neighbourhood_2hop=row["neighbourhood_2hop"]))
     return out
 
 
