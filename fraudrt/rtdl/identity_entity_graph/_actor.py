@@ -205,7 +205,11 @@ class IdentityEntityGraph(Actor):
                 batch.conn, self._run, self._stream, flows,
                 {s: (work.watermarks[s], late_by_shard.get(s, 0)) for s in moved})
         if floor is not None and self._waiting and self._waiting[0][0] <= floor:
-            done = [(o.flow_id, self.graph.features(work.staged, o)) for ts, _, o in self._waiting if ts <= floor]
+            done = []
+            for ts, _, o in self._waiting:  # sorted by time: the flows the floor has passed are a prefix
+                if ts > floor:
+                    break
+                done.append((o.flow_id, self.graph.features(work.staged, o)))
             await _store.complete_flows(batch.conn, self._run, done)
             work.completed = len(done)
 
