@@ -76,7 +76,8 @@ ieg_failure_id                     ``S("{topic}:{partition}:{offset}:{reason}:{e
 ieg_graph_version_id               ``H({stream_id, topics: {t: {partitions: {"p": {next_offset,           32
                                    offset_kind}}}}})[:32]`` (reference emits 64; contract says 32)
 ieg_graph_as_of_version (new)      ``derive_id("ieg.graph_version.v1", platform_run_id,                32
-                                   definition_digest, as_of_ts_utc)`` (``..._versions``: many as-of times)
+                                   definition_digest, as_of_ts_utc)``
+ieg_graph_as_of_versions (new)     the same recipe over many as-of times of one run                    32
 csfb_failure_id                    ``S("{stream_id}:{prid}:{srid}:{topic}:{partition}:{offset}:           32
                                    {event_id}:{reason}:{canon_compact(details)}")[:32]``
 csfb_binding_payload_hash          ``H({flow_id, join_frame_key, source_event_id})``                      64
