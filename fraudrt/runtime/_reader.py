@@ -86,6 +86,8 @@ class ShardReader:
     idle_sleep_min: float = 0.02
     idle_sleep_max: float = 0.5
     stats: ReaderStats = field(default_factory=ReaderStats)
+    # The shard is closed (split or merged) and every record of it has been delivered.
+    finished: bool = False
 
     async def _iterator(self, after: str | None) -> str:
         return await self.bus.get_shard_iterator(self.stream, self.shard_id, after_sequence=after)
@@ -133,7 +135,8 @@ class ShardReader:
             else:
                 self.stats.empty_reads += 1
                 if iterator is None:
-                    log.info("shard %s/%s closed", self.stream, self.shard_id)
+                    log.info("shard %s/%s closed and read to its end", self.stream, self.shard_id)
+                    self.finished = True
                     return
                 # Caught up: back off so an idle pack costs kinesalite little.
                 if result.millis_behind == 0:

@@ -310,6 +310,29 @@ async def test_supervise_restarts_a_crashing_body_until_it_returns(monkeypatch: 
     assert sup.last_error == "RuntimeError: crash 2"
 
 
+async def test_supervise_backoff_starts_over_after_a_healthy_period(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("fraudrt.runtime._supervisor.random.uniform", lambda a, b: 0.0)
+    clock = [0.0]
+    # The supervisor's clock only (the event loop keeps the real one).
+    monkeypatch.setattr("fraudrt.runtime._supervisor.time", __import__("types").SimpleNamespace(
+        monotonic=lambda: clock[0]))
+    runs = [0.0, 0.0, 0.0, 120.0, 0.0]  # how long each run lasts before it crashes; then it returns
+
+    async def body() -> None:
+        if not runs:
+            return
+        clock[0] += runs.pop(0)
+        raise RuntimeError("crash")
+
+    import logging
+    caplog.set_level(logging.ERROR, logger="test.backoff")
+    with anyio.fail_after(5):
+        await supervise(Supervision("x"), body, anyio.Event(), lambda e, d: None, logging.getLogger("test.backoff"))
+    delays = [r.getMessage().rsplit(" ", 1)[-1] for r in caplog.records if "restarting in" in r.getMessage()]
+    assert delays == ["0.5s", "1.0s", "2.0s", "0.5s", "1.0s"], "the fourth crash came after 120 s of health"
+
+
 def test_worst_state() -> None:
     assert worst() == "GREEN"
     assert worst("GREEN", "AMBER") == "AMBER"
