@@ -78,6 +78,7 @@ async def test_the_rtdl_core_pack_projects_the_graph_and_reports_it(
     for entity_type, n in entities.group_by("entity_type").len().iter_rows():
         assert counters[f"entities_{entity_type}_total"] == n
     assert counters["dead_letters_total"] == 0 and counters["flows_waiting"] == 0
-    details = health["details"]
-    assert details["applied_watermark_ts_utc"] == anchors["ts_utc"].max()
-    assert details["graph_version"] == answers[anchors["ts_utc"].arg_max()].graph_version  # type: ignore[index]
+    gauges, details = metrics["gauges"], health["details"]
+    assert gauges["applied_watermark_ts_utc"] == details["applied_watermark_ts_utc"] == anchors["ts_utc"].max()
+    newest = answers[anchors["ts_utc"].arg_max()]  # type: ignore[index]
+    assert gauges["graph_version"] == details["graph_version"] == newest.graph_version

@@ -317,9 +317,10 @@ class IdentityEntityGraph(Actor):
             out[f"edges_{edge_type}_total"] = n
         for kind in ENTITY_TYPES:
             out[f"entities_{kind}_total"] = self.graph.entities[KINDS[kind]]
+        # Strings and None are written as gauges: the event time every shard has passed, as ts_utc.
         wm = self.watermark_us()
-        if wm is not None:
-            out["applied_watermark_epoch_ms"] = wm // 1000
+        out["applied_watermark_ts_utc"] = format_us(wm) if wm is not None else None
+        out["graph_version"] = graph_version(self._run, wm) if wm is not None and self._run else None
         return out
 
     def health_details(self) -> dict[str, Any]:
