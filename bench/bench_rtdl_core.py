@@ -13,6 +13,9 @@ three records per flow) goes on the bus first; CSFB runs until its checkpoints r
 three streams. Reported beside it: the raw GetRecords ceiling of the same streams, the equivalent
 traffic events/s (two per flow), and `resolve_flow_binding` / `join_readiness` latency (wall, and
 this process's CPU per call).
+
+The process runs with the pack's collector policy (`configure_gc`), so the collector costs what
+it costs in a pack.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +38,25 @@ import anyio
 import asyncpg
 import msgspec
 import polars as pl
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runtime import CpuMeter, machine  # noqa: E402
+from bench_runtime import CpuMeter, machine
 
-from fraudrt.config import Settings, load_settings, project_root  # noqa: E402
-from fraudrt.engine import GenerateRequest, generate_world, output_paths, read_run_receipt  # noqa: E402
-from fraudrt.runtime import ComponentContext, KinesisBus, PutEntry, apply_migrations, seq_key  # noqa: E402
-from fraudrt.runtime._reader import Delivery, ShardReader  # noqa: E402
-from fraudrt.runtime._runner import ActorRunner  # noqa: E402
-from fraudrt.substrate import down, ensure_stream, kinesis_client, load_state, up, wait_active  # noqa: E402
+from fraudrt.config import Settings, load_settings, project_root
+from fraudrt.engine import GenerateRequest, generate_world, output_paths, read_run_receipt
+from fraudrt.runtime import (
+    ComponentContext,
+    KinesisBus,
+    PutEntry,
+    apply_migrations,
+    configure_gc,
+    freeze_heap,
+    seq_key,
+)
+from fraudrt.runtime._reader import Delivery, ShardReader
+from fraudrt.runtime._runner import ActorRunner
+from fraudrt.substrate import down, ensure_stream, kinesis_client, load_state, up, wait_active
 
 sys.path.insert(0, str(project_root()))
 from tests.support.harness import put
@@ -78,6 +91,47 @@ async def put_all(bus: KinesisBus, stream: str, datas: list[bytes]) -> None:
             pending = [e for e, r in zip(pending, res, strict=True) if not r.ok]
 
 
+async def run_alone(settings: Settings, meter: CpuMeter, bus: KinesisBus, pool: Any, actor: Any,
+                    streams: list[str], done: Callable[[], bool]) -> tuple[float, dict[str, float], ActorRunner]:
+    """Run one actor as a pack runs it (a reader per stream's shard -> its runner) until `done()`:
+    wall seconds, CPU seconds of this process and the substrate, and the runner."""
+    stopping = anyio.Event()
+    ctx = ComponentContext(settings=settings, platform_run_id=RUN, pack_id="bench", pool=pool, stopping=stopping)
+    send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
+    runner = ActorRunner(actor, ctx, receive, None)
+    await runner.load()
+    readers = [ShardReader(bus, s, (await bus.list_shards(s))[0], [send], None, limit=5000) for s in streams]
+    c0, t0 = meter.snap(), time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.run)
+        for r in readers:
+            tg.start_soon(r.run, stopping)
+        while not done():  # noqa: ASYNC110 (a bench polls its actor's counter)
+            await anyio.sleep(0.02)
+        wall = time.perf_counter() - t0
+        cpu = CpuMeter.delta(c0, meter.snap())
+        stopping.set()
+        tg.cancel_scope.cancel()
+    return wall, cpu, runner
+
+
+async def reader_latency(ask: Callable[[list[int]], Awaitable[bool]], ids: list[int], calls: int) -> dict[str, Any]:
+    """Milliseconds per call of `ask` for batches of 100 random flows (`ask` says the answers were complete);
+    100 calls first warm the statement cache."""
+    rng = random.Random(1)
+    lat = []
+    for i in range(calls + 100):
+        batch = rng.sample(ids, 100)
+        t = time.perf_counter()
+        complete = await ask(batch)
+        if i >= 100:
+            lat.append((time.perf_counter() - t) * 1000)
+        assert complete
+    lat.sort()
+    return {"p50": round(statistics.median(lat), 2), "p95": round(lat[int(len(lat) * 0.95)], 2),
+            "p99": round(lat[int(len(lat) * 0.99)], 2), "max": round(lat[-1], 2), "calls": len(lat)}
+
+
 async def bench_online_feature_plane(settings: Settings, meter: CpuMeter, flows: int, days: float,
                                      work: Path) -> dict[str, Any]:
     from fraudrt.rtdl.online_feature_plane import OnlineFeaturePlane, features_for
@@ -106,24 +160,8 @@ async def bench_online_feature_plane(settings: Settings, meter: CpuMeter, flows:
         async with pool.acquire() as conn:
             await apply_migrations(conn, "fraudrt.runtime", "fraudrt.rtdl.online_feature_plane")
         ofp = OnlineFeaturePlane()
-        stopping = anyio.Event()
-        ctx = ComponentContext(settings=settings, platform_run_id=RUN, pack_id="bench", pool=pool, stopping=stopping)
-        send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
-        runner = ActorRunner(ofp, ctx, receive, None)
-        await runner.load()
-        readers = [ShardReader(bus, s, (await bus.list_shards(s))[0], [send], None, limit=5000)
-                   for s in (traffic_stream, anchor_stream)]
-        c0, t0 = meter.snap(), time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runner.run)
-            for r in readers:
-                tg.start_soon(r.run, stopping)
-            while ofp.flows_aggregated < flows:
-                await anyio.sleep(0.02)
-            wall = time.perf_counter() - t0
-            cpu = CpuMeter.delta(c0, meter.snap())
-            stopping.set()
-            tg.cancel_scope.cancel()
+        wall, cpu, runner = await run_alone(settings, meter, bus, pool, ofp, [traffic_stream, anchor_stream],
+                                            lambda: ofp.flows_aggregated >= flows)
         out["online_feature_plane"] = {
             "traffic_events_per_s": round(len(traffic) / wall), "wall_s": round(wall, 2),
             "batches": runner.stats.batches, "cpu_s": cpu,
@@ -135,20 +173,12 @@ async def bench_online_feature_plane(settings: Settings, meter: CpuMeter, flows:
         ids = [int(x) for x in pl.read_parquet(output_paths(world, "s3_flow_anchor_with_fraud_6B", "baseline_v1",
                                                             receipt=read_run_receipt(world))[0],
                                                columns=["flow_id"])["flow_id"]]
-        rng = random.Random(1)
-        lat = []
         async with pool.acquire() as conn:
-            for i in range(600):
-                batch = rng.sample(ids, 100)
-                t = time.perf_counter()
-                answer = await features_for(conn, RUN, batch)
-                if i >= 100:  # the first ones warm the statement cache
-                    lat.append((time.perf_counter() - t) * 1000)
-                assert all(f.complete for f in answer.flows)
-        lat.sort()
-        out["reader_100_flows_ms"] = {"p50": round(statistics.median(lat), 2),
-                                      "p95": round(lat[int(len(lat) * 0.95)], 2),
-                                      "p99": round(lat[int(len(lat) * 0.99)], 2), "calls": len(lat)}
+
+            async def ask(batch: list[int]) -> bool:
+                return all(f.complete for f in (await features_for(conn, RUN, batch)).flows)
+
+            out["reader_100_flows_ms"] = await reader_latency(ask, ids, 500)
         await pool.close()
     return out
 
@@ -269,8 +299,111 @@ async def bench_context_store_flow_binding(settings: Settings, meter: CpuMeter, 
     return out
 
 
+# ------------------------------------------------------------------------------ identity_entity_graph
+
+
+def ieg_cpu_breakdown(records: list[Any]) -> dict[str, float]:
+    """µs per anchor of each in-process step of the IEG's handle, with no I/O."""
+    from fraudrt.rtdl.identity_entity_graph import IdentityEntityGraph
+    from fraudrt.rtdl.identity_entity_graph._graph import Staged
+    from fraudrt.rtdl.identity_entity_graph._store import FlowRows
+    from fraudrt.runtime import content_hash, pack_columns
+
+    actor = IdentityEntityGraph()
+    n = len(records)
+    out = dict.fromkeys(("decode_and_validate", "inbox_hash_and_pack", "stage", "features", "sql_columns",
+                         "commit_to_memory"), 0.0)
+    t0 = time.process_time()
+    parsed = [actor._observe(r) for r in records]
+    out["decode_and_validate"] = time.process_time() - t0
+    t0 = time.process_time()
+    pack_columns([[r.event_id for r in records], [content_hash(r) for r in records]])
+    out["inbox_hash_and_pack"] = time.process_time() - t0
+    obs = [p[0] for p in parsed if not isinstance(p, str)]
+    graph = actor.graph
+    for start in range(0, len(obs), 2000):
+        chunk = obs[start:start + 2000]
+        st = Staged()
+        t0 = time.process_time()
+        for o in chunk:
+            graph.stage(st, o)
+        t1 = time.process_time()
+        feats = [graph.features(st, o) for o in chunk]
+        t2 = time.process_time()
+        rows = FlowRows()
+        for o, f in zip(chunk, feats, strict=True):
+            rows.add("e" * 64, "2026-01-01T00:00:00.000000Z", o, f)
+        pack_columns(rows.columns)
+        t3 = time.process_time()
+        graph.commit(st)
+        for key, spent in (("stage", t1 - t0), ("features", t2 - t1), ("sql_columns", t3 - t2),
+                           ("commit_to_memory", time.process_time() - t3)):
+            out[key] += spent
+    return {k: round(v / n * 1e6, 1) for k, v in out.items()}
+
+
+async def bench_identity_entity_graph(settings: Settings, meter: CpuMeter, flows: int, days: float,
+                                      work: Path) -> dict[str, Any]:
+    """The IEG reads only the flow anchor stream: one record per flow (two traffic events each)."""
+    from fraudrt.rtdl.identity_entity_graph import IdentityEntityGraph, graph_features
+    from fraudrt.runtime._reader import to_inbound
+
+    summary = generate_world(GenerateRequest(out_dir=str(work / "world"), seed=7, n_flows=flows,
+                                             duration_s=days * 86400, fraud_rate=0.02))
+    anchors = world_envelopes(Path(summary.engine_run_root), "s3_flow_anchor_with_fraud_6B")
+    flow_ids = [msgspec.json.decode(a)["payload"]["flow_id"] for a in anchors]
+    freeze_heap()  # as a pack does once startup is over: the world's frames are not the actor's heap
+    n = len(anchors)
+    stream = settings.streams.name("flow_anchor_fraud")
+    async with kinesis_client(settings.kinesis) as k:
+        await ensure_stream(k, stream, 1)
+        await wait_active(k, [stream])
+    out: dict[str, Any] = {"flows": n, "traffic_events": 2 * n, "event_time_days": days}
+    async with KinesisBus(settings.kinesis) as bus:
+        shard = (await bus.list_shards(stream))[0]
+        c0, t0 = meter.snap(), time.perf_counter()
+        await put_all(bus, stream, anchors)
+        wall = time.perf_counter() - t0
+        out["put_ceiling"] = {"records_per_s": round(n / wall), "cpu_s": CpuMeter.delta(c0, meter.snap())}
+        c0, t0 = meter.snap(), time.perf_counter()
+        iterator, got, sample = await bus.get_shard_iterator(stream, shard), 0, []
+        while got < n:
+            page = await bus.get_records(stream, shard, iterator, 10000)
+            got += len(page.records)
+            sample.extend(to_inbound(r) for r in page.records[:max(0, 20000 - len(sample))])
+            iterator = page.next_iterator or iterator
+        wall = time.perf_counter() - t0
+        out["get_ceiling"] = {"records_per_s": round(n / wall), "cpu_s": CpuMeter.delta(c0, meter.snap())}
+        out["cpu_us_per_anchor_in_process"] = ieg_cpu_breakdown(sample)
+
+        pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=2, max_size=8)
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, "fraudrt.runtime", "fraudrt.rtdl.identity_entity_graph")
+        ieg = IdentityEntityGraph()
+        rss0 = psutil.Process().memory_info().rss
+        wall, cpu, runner = await run_alone(settings, meter, bus, pool, ieg, [stream], lambda: ieg.flows_applied >= n)
+        out["process_rss_growth_mb"] = round((psutil.Process().memory_info().rss - rss0) / 2**20, 1)
+        out["identity_entity_graph"] = {
+            "anchors_per_s": round(n / wall), "traffic_events_per_s_equivalent": round(2 * n / wall),
+            "wall_s": round(wall, 2), "batches": runner.stats.batches, "cpu_s": cpu,
+            "cpu_us_per_anchor": {k: round(v / n * 1e6, 1) for k, v in cpu.items()},
+            "cpu_us_per_traffic_event": {k: round(v / (2 * n) * 1e6, 1) for k, v in cpu.items()},
+            "graph": {k: v for k, v in ieg.metrics().items() if k.startswith(("edges", "entities", "flows"))},
+        }
+
+        # The typed reader: batches of 100 random flows, one statement each.
+
+        async def ask(batch: list[int]) -> bool:
+            return all(g.complete for g in await graph_features(pool, RUN, batch))
+
+        out["reader_100_flows_ms"] = await reader_latency(ask, flow_ids, 2000)
+        await pool.close()
+    return out
+
+
 SECTIONS = {"online_feature_plane": bench_online_feature_plane,
-            "context_store_flow_binding": bench_context_store_flow_binding}
+            "context_store_flow_binding": bench_context_store_flow_binding,
+            "identity_entity_graph": bench_identity_entity_graph}
 
 
 def main() -> None:
@@ -279,6 +412,7 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=3.0)
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
     args = parser.parse_args()
+    configure_gc()
     home = Path(tempfile.mkdtemp(prefix="fraudrt-bench-"))
     os.chmod(home, 0o755)
     os.environ.update(FRAUDRT_HOME=str(home), FRAUDRT_RUNS_ROOT=str(home / "runs"))

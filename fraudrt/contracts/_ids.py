@@ -75,6 +75,9 @@ ieg_entity_id                      ``S("{etype}:{itype}:{ivalue}:{prid}|{mf}|{ph
 ieg_failure_id                     ``S("{topic}:{partition}:{offset}:{reason}:{event_id}")[:32]``         32
 ieg_graph_version_id               ``H({stream_id, topics: {t: {partitions: {"p": {next_offset,           32
                                    offset_kind}}}}})[:32]`` (reference emits 64; contract says 32)
+ieg_graph_as_of_version (new)      ``derive_id("ieg.graph_version.v1", platform_run_id,                32
+                                   definition_digest, as_of_ts_utc)``
+ieg_graph_as_of_versions (new)     the same recipe over many as-of times of one run                    32
 csfb_failure_id                    ``S("{stream_id}:{prid}:{srid}:{topic}:{partition}:{offset}:           32
                                    {event_id}:{reason}:{canon_compact(details)}")[:32]``
 csfb_binding_payload_hash          ``H({flow_id, join_frame_key, source_event_id})``                      64
@@ -790,6 +793,34 @@ def ieg_graph_version_id(stream_id: str, positions: Iterable[tuple[str, int, str
         parts[str(partition)] = {"next_offset": next_offset, "offset_kind": offset_kind}
     return _h({"stream_id": stream_id, "topics": topics})[:32]
 
+
+
+def ieg_graph_as_of_version(platform_run_id: str, definition_digest: str, as_of_ts_utc: str) -> str:
+    """*New*: the version of the IEG graph an answer reflects, ``derive_id("ieg.graph_version.v1",
+    platform_run_id, definition_digest, as_of_ts_utc)`` (32).
+
+    IEG answers are as of an event time (every observation strictly before it), so the run, the
+    feature definition and that time name the graph exactly. Unlike ``ieg_graph_version_id`` it
+    holds no bus offsets: two runs of one world stamp the same version on the same flow's answer.
+    """
+    return derive_id("ieg.graph_version.v1", platform_run_id, definition_digest, as_of_ts_utc)
+
+
+def ieg_graph_as_of_versions(platform_run_id: str, definition_digest: str, as_of_ts_utc: Iterable[str]) -> list[str]:
+    """``ieg_graph_as_of_version`` of many as-of times of one run: the shared prefix is hashed once
+    (a reader stamps a version on each of a batch of answers)."""
+    for part in (platform_run_id, definition_digest):
+        if "|" in part:
+            raise IdRecipeError(f"derive_id part contains '|': {part!r}")
+    prefix = hashlib.sha256(f"ieg.graph_version.v1|{platform_run_id}|{definition_digest}|".encode())
+    out = []
+    for ts in as_of_ts_utc:
+        if "|" in ts:
+            raise IdRecipeError(f"derive_id part contains '|': {ts!r}")
+        h = prefix.copy()
+        h.update(ts.encode("utf-8"))
+        out.append(h.hexdigest()[:32])
+    return out
 
 def csfb_failure_id(
     *,
