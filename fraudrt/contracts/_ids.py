@@ -94,6 +94,9 @@ dla_quarantine_id                  ``S("{topic}|{partition}|{offset}|{offset_kin
 dla_audit_id (new)                 ``derive_id("dla.audit_id.v1", prid, event_type, event_id)``           32
 audit_chain_id (new, used)         ``derive_id("dla.audit_chain_id.v1", prid, decision_id)`` (one audit   32
                                    record per decision chain)
+audit_record_event_id (new, used)  RESOLVED: ``audit_chain_id``; UNRESOLVED: ``derive_id(                32
+                                   "dla.audit_record.unresolved.v1", audit_id)`` (a chain publishes at
+                                   most these two: unresolved at its grace period, resolved when whole)
 dla_intake_attempt_id (new)        ``derive_id("dla.intake_attempt_id.v1", stream_id, topic,              32
                                    partition, offset_kind, offset)``
 Case + labels (case_operate_obs.md §1.3)
@@ -642,6 +645,18 @@ def action_outcome_id(decision_id: str, action_id: str, idempotency_key: str) ->
 def audit_chain_id(platform_run_id: str, decision_id: str) -> str:
     """*New*: the audit record of one decision chain, ``derive_id("dla.audit_chain_id.v1", prid, decision_id)``."""
     return derive_id("dla.audit_chain_id.v1", platform_run_id, decision_id)
+
+
+def audit_record_event_id(audit_id: str, chain_status: str) -> str:
+    """*New*: the envelope ``event_id`` of a chain's audit record. The RESOLVED record is the chain's
+    ``audit_id`` itself; the UNRESOLVED one (its grace period ended first) is
+    ``derive_id("dla.audit_record.unresolved.v1", audit_id)``, so a chain that resolves late publishes
+    a second record under another id instead of a changed copy of the first."""
+    if chain_status == "RESOLVED":
+        return audit_id
+    if chain_status == "UNRESOLVED":
+        return derive_id("dla.audit_record.unresolved.v1", audit_id)
+    raise IdRecipeError(f"audit_record_event_id: chain_status must be RESOLVED or UNRESOLVED, not {chain_status!r}")
 
 
 def decision_response_event_id(
