@@ -15,6 +15,7 @@ from ._errors import (
 )
 from ._gc import configure_gc, freeze_heap
 from ._inbox import Intake, content_hash, take_in
+from ._latency import LatencyHistogram
 from ._manifest import ComponentSpec, PackManifest, list_manifests, resolve_manifest
 from ._migrations import MigrationError, apply_migrations
 from ._outbox import OutboxRelay, write_outbox
@@ -50,6 +51,7 @@ __all__ = [
     "InboundRecord",
     "Intake",
     "KinesisBus",
+    "LatencyHistogram",
     "MigrationError",
     "OutboxRelay",
     "PackError",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ from fraudrt.config import Settings
 
 from ._fence import Notifications, ProgressFence
 from ._inbox import content_hash, take_in
+from ._latency import LatencyHistogram
 from ._records import Emit, InboundRecord
 from ._timers import Timer, epoch
 
@@ -116,6 +117,11 @@ class Component(ABC):
         return {}
 
     def health_details(self) -> dict[str, Any]:
+        return {}
+
+    def latencies(self) -> Mapping[str, LatencyHistogram]:
+        """Histograms of the hops this component owns (e.g. `decision_to_outcome`), exported by the
+        pack as the gauges `latency_ms.<name>.{count,p50,p95,p99,max,mean}` beside the runtime's own."""
         return {}
 
 

@@ -189,6 +189,9 @@ class PackProcess:
                 gauges.update({f"watermark.{k}": v for k, v in runner.stats.watermarks.items()})
                 for q, v in runner.stats.latency.summary().items():
                     gauges[f"latency_ms.arrival_to_commit.{q}"] = v
+            for hop, histogram in comp.latencies().items():
+                for q, v in histogram.summary().items():
+                    gauges[f"latency_ms.{hop}.{q}"] = v
             for k, v in comp.metrics().items():
                 # Numbers are counters; strings, None and anything else a point-in-time gauge.
                 if isinstance(v, bool) or not isinstance(v, int | float):
