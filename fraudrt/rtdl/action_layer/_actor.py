@@ -22,21 +22,17 @@ idempotency key with its first result).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, NamedTuple
 
 import anyio
 import msgspec
 
-from fraudrt.config import Settings
 from fraudrt.contracts import (
     ACTION_INTENT,
     ACTION_OUTCOME,
-    SCHEMA_VERSION,
     ActionIntentPayload,
     ActionOutcomePayload,
     Attempt,
@@ -49,9 +45,11 @@ from fraudrt.contracts import (
     parse_ts_utc,
     utc_now_ts,
 )
-from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord, LatencyHistogram
+from fraudrt.runtime import Batch, ComponentContext, LatencyHistogram
 
 from .._health import Findings
+from .._lane_actor import LaneActor
+from .._lane_events import LaneRecord
 from .._run_counters import add_counters, load_counters
 from . import _store
 from ._config import ActionLayerConfig, load_config
@@ -63,13 +61,6 @@ PRODUCER: Final = "action_layer"
 RETRY_TIMER: Final = "retry:"
 _attempts_encoder: Final = msgspec.json.Encoder()
 _attempts_decoder: Final = msgspec.json.Decoder(list[Attempt])
-
-
-class _Intent(NamedTuple):
-    record: InboundRecord
-    event: DecisionLaneEvent
-    payload: ActionIntentPayload
-    content_hash: str
 
 
 class _Finished(NamedTuple):
@@ -89,21 +80,18 @@ class _BatchOutcome:
     anomalies: list[tuple[Any, ...]] = field(default_factory=list)
 
 
-def _content_hash(event: DecisionLaneEvent) -> str:
-    # The payload's bytes as the producer encoded them: a re-published copy is byte-identical.
-    return hashlib.sha256(bytes(event.payload)).hexdigest()[:32]
-
-
 def _epoch(ts_utc: str) -> float:
     return parse_ts_utc(ts_utc).timestamp()
 
 
-class ActionLayer(Actor):
+class ActionLayer(LaneActor):
     name: ClassVar[str] = "action_layer"
+    wanted: ClassVar[frozenset[str]] = frozenset({ACTION_INTENT})
     sql_packages: ClassVar[tuple[str, ...]] = ("fraudrt.rtdl.action_layer",)
     max_batch: ClassVar[int] = 2000
 
     def __init__(self, config: ActionLayerConfig | None = None, clock: Any = time.time) -> None:
+        super().__init__()
         self._given = config
         self.config = config or ActionLayerConfig()
         self._clock = clock
@@ -115,14 +103,10 @@ class ActionLayer(Actor):
         # idempotency key -> when it was taken in, for intents waiting on a retry (oldest first).
         self.pending: dict[str, float] = {}
         self._recent: deque[bool] = deque(maxlen=self.config.health.failure_window)
-        self.failed_batches = 0
         self.decision_to_outcome = LatencyHistogram()
         self.admit_to_outcome = LatencyHistogram()
 
     # ------------------------------------------------------------------ lifecycle
-
-    def subscriptions(self, settings: Settings) -> list[str]:
-        return [settings.streams.name("rtdl")]
 
     async def start(self, ctx: ComponentContext) -> None:
         if self._given is None:
@@ -140,38 +124,8 @@ class ActionLayer(Actor):
 
     # ------------------------------------------------------------------ intake
 
-    def _decode(self, batch: Batch, out: _BatchOutcome) -> list[_Intent]:
-        """The batch's intents; other lane events are passed over, unreadable records dead-lettered."""
-        intents: list[_Intent] = []
-        for record in batch.records:
-            try:
-                event = lane_event_decoder.decode(record.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                batch.dead_letter(record, f"INVALID_EVENT: {exc}")
-                out.counters["rejected_total"] += 1
-                continue
-            if event.event_type != ACTION_INTENT:
-                out.counters["passed_over_total"] += 1
-                continue
-            reason = None
-            if event.schema_version != SCHEMA_VERSION:
-                reason = f"UNSUPPORTED_SCHEMA_VERSION: {event.schema_version!r} (this layer reads {SCHEMA_VERSION})"
-            elif event.manifest_fingerprint is None:
-                reason = "INVALID_ACTION_INTENT: no manifest_fingerprint to stamp on its outcome"
-            else:
-                try:
-                    payload = decode_payload(event)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    reason = f"INVALID_ACTION_INTENT: {exc}"
-            if reason is not None:
-                batch.dead_letter(record, reason)
-                out.counters["rejected_total"] += 1
-                continue
-            intents.append(_Intent(record, event, payload, _content_hash(event)))
-        return intents
-
     @staticmethod
-    def _copy(out: _BatchOutcome, it: _Intent, held_event_id: str, held_hash: str) -> None:
+    def _copy(out: _BatchOutcome, it: LaneRecord, held_event_id: str, held_hash: str) -> None:
         """A record whose key or event id is already held: a duplicate, or an anomaly kept on record."""
         if it.event.event_id == held_event_id and it.content_hash == held_hash:
             out.counters["duplicates_total"] += 1
@@ -182,9 +136,9 @@ class ActionLayer(Actor):
                               it.payload.idempotency_key, it.content_hash, held_event_id, held_hash))
         out.counters["anomalies_total"] += 1
 
-    async def _take_in(self, batch: Batch, intents: list[_Intent], out: _BatchOutcome) -> list[_Intent]:
+    async def _take_in(self, batch: Batch, intents: list[LaneRecord], out: _BatchOutcome) -> list[LaneRecord]:
         """The intents never seen before, first copy of each; the others are duplicates or anomalies."""
-        first: dict[str, _Intent] = {}
+        first: dict[str, LaneRecord] = {}
         key_of_event: dict[str, str] = {}
         for it in intents:
             key, eid = it.payload.idempotency_key, it.event.event_id
@@ -284,27 +238,15 @@ class ActionLayer(Actor):
 
     # ------------------------------------------------------------------ the batch
 
-    async def handle(self, batch: Batch) -> None:
-        await self._counting_failures(self._handle, batch)
 
-    async def on_timer(self, batch: Batch) -> None:
-        await self._counting_failures(self._on_timer, batch)
-
-    async def _counting_failures(self, body: Callable[[Batch], Awaitable[None]], batch: Batch) -> None:
-        try:
-            await body(batch)
-        except BaseException:
-            self.failed_batches += 1  # reset by the next commit (after_commit)
-            raise
-
-    async def _handle(self, batch: Batch) -> None:
+    async def handle_lane(self, batch: Batch) -> None:
         out = _BatchOutcome()
         batch.notes["al"] = out
-        new = await self._take_in(batch, self._decode(batch, out), out)
+        new = await self._take_in(batch, self.read_lane(batch, out.counters), out)
         now = self._clock()
         out.counters["intake_total"] += len(new)
         rows: list[IntentRow] = []
-        to_run: list[_Intent] = []
+        to_run: list[LaneRecord] = []
         for it in new:
             reason = self.policy.deny_reason(it.payload)
             if reason is None:
@@ -326,7 +268,7 @@ class ActionLayer(Actor):
         await _store.insert_anomalies(batch.conn, batch.platform_run_id, out.anomalies)
         await add_counters(batch.conn, _store.COUNTERS_TABLE, batch.platform_run_id, out.counters)
 
-    async def _on_timer(self, batch: Batch) -> None:
+    async def on_lane_timer(self, batch: Batch) -> None:
         out = _BatchOutcome()
         batch.notes["al"] = out
         keys = [t.key[len(RETRY_TIMER):] for t in batch.timers if t.key.startswith(RETRY_TIMER)]
@@ -346,11 +288,10 @@ class ActionLayer(Actor):
         await _store.update_intents(batch.conn, batch.platform_run_id, rows)
         await add_counters(batch.conn, _store.COUNTERS_TABLE, batch.platform_run_id, out.counters)
 
-    async def after_commit(self, batch: Batch) -> None:
+    async def after_lane_commit(self, batch: Batch) -> None:
         out: _BatchOutcome | None = batch.notes.get("al")
         if out is None:
             return
-        self.failed_batches = 0
         now = self._clock()
         for name, delta in out.counters.items():
             self.counters[name] += delta
