@@ -32,9 +32,20 @@ from fraudrt.rtdl.action_layer import (
     intake_progress,
     outcomes_for,
 )
-from fraudrt.runtime import KinesisBus, apply_migrations, seq_key
+from fraudrt.runtime import KinesisBus, apply_migrations
 from tests.support.decision_lane import Chain, chain, with_event_id, with_payload
-from tests.support.harness import Ack, LocalActor, SpyBus, create_streams, make_scope, open_pool, put, wait_for
+from tests.support.harness import (
+    Ack,
+    LocalActor,
+    SpyBus,
+    checkpoints,
+    covers,
+    create_streams,
+    make_scope,
+    open_pool,
+    put,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -93,19 +104,11 @@ async def outbox_outcomes(pool: Any, stream: str) -> list[tuple[str, ActionOutco
 
 async def wait_done(pool: Any, run: str, acks: Iterable[Ack], outcomes: int, timeout: float = 90.0) -> None:
     """Until the checkpoint covers `acks` and `outcomes` intents have their outcome."""
-    last: dict[tuple[str, str], str] = {}
-    for a in acks:
-        key = (a.stream, a.shard_id)
-        if key not in last or seq_key(a.sequence_number) > seq_key(last[key]):
-            last[key] = a.sequence_number
+    acks = list(acks)
 
     async def probe() -> tuple[bool, int]:
-        rows = await pool.fetch("SELECT stream, shard_id, sequence_number FROM rt_checkpoints "
-                                "WHERE actor = $1 AND platform_run_id = $2", AL, run)
-        cps = {(r["stream"], r["shard_id"]): r["sequence_number"] for r in rows}
-        covered = all(k in cps and seq_key(cps[k]) >= seq_key(s) for k, s in last.items())
         async with pool.acquire() as conn:
-            return covered, (await intake_progress(conn, run))["outcome_total"]
+            return covers(await checkpoints(pool, AL, run), acks), (await intake_progress(conn, run))["outcome_total"]
 
     await wait_for(probe, lambda v: v[0] and v[1] >= outcomes, timeout=timeout, interval=0.1,
                    what=f"checkpoint at the last record and {outcomes} outcomes")

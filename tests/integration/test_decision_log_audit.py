@@ -36,10 +36,19 @@ from fraudrt.rtdl.decision_log_audit import (
     chains,
     links,
 )
-from fraudrt.runtime import KinesisBus, apply_migrations, seq_key
+from fraudrt.runtime import KinesisBus, apply_migrations
 from fraudrt.substrate import s3_client
 from tests.support.decision_lane import Chain, chain, outcome, with_payload
-from tests.support.harness import Ack, LocalActor, create_streams, make_scope, open_pool, put, wait_for
+from tests.support.harness import (
+    Ack,
+    LocalActor,
+    create_streams,
+    make_scope,
+    open_pool,
+    put,
+    wait_checkpoints,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,21 +75,8 @@ def part(c: Chain, name: str) -> bytes:
     return {"decision": c.decision, "intent": c.intent, "outcome": outcome(c)}[name]
 
 
-async def wait_read(pool: Any, run: str, acks: Iterable[Ack], timeout: float = 90.0) -> None:
-    """Until DLA's checkpoints cover the last of `acks` on each shard."""
-    last: dict[tuple[str, str], str] = {}
-    for a in acks:
-        key = (a.stream, a.shard_id)
-        if key not in last or seq_key(a.sequence_number) > seq_key(last[key]):
-            last[key] = a.sequence_number
-
-    async def probe() -> dict[tuple[str, str], str]:
-        rows = await pool.fetch("SELECT stream, shard_id, sequence_number FROM rt_checkpoints "
-                                "WHERE actor = $1 AND platform_run_id = $2", DLA, run)
-        return {(r["stream"], r["shard_id"]): r["sequence_number"] for r in rows}
-
-    await wait_for(probe, lambda cps: all(k in cps and seq_key(cps[k]) >= seq_key(s) for k, s in last.items()),
-                   timeout=timeout, what="DLA checkpoints at the last record put")
+async def wait_read(pool: Any, run: str, acks: Iterable[Ack]) -> None:
+    await wait_checkpoints(pool, DLA, run, acks)
 
 
 async def audit_records(pool: Any, stream: str) -> list[tuple[str, str | None, AuditRecordPayload]]:

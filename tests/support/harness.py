@@ -193,6 +193,23 @@ async def checkpoints(pool: Any, actor: str, run_id: str) -> dict[tuple[str, str
     return {(r["stream"], r["shard_id"]): r["sequence_number"] for r in rows}
 
 
+def covers(cps: dict[tuple[str, str], str], acks: Iterable[Ack]) -> bool:
+    """True if the checkpoints `cps` are at or past every acknowledged record in `acks`."""
+    last: dict[tuple[str, str], str] = {}
+    for a in acks:
+        key = (a.stream, a.shard_id)
+        if key not in last or seq_key(a.sequence_number) > seq_key(last[key]):
+            last[key] = a.sequence_number
+    return all(k in cps and seq_key(cps[k]) >= seq_key(s) for k, s in last.items())
+
+
+async def wait_checkpoints(pool: Any, actor: str, run_id: str, acks: Iterable[Ack], *, timeout: float = 90.0) -> None:
+    """Until `actor`'s checkpoints for the run cover the last of `acks` on each shard (handled or dead-lettered)."""
+    acks = list(acks)
+    await wait_for(lambda: checkpoints(pool, actor, run_id), lambda cps: covers(cps, acks), timeout=timeout,
+                   what=f"{actor}'s checkpoints at the last record put")
+
+
 # --------------------------------------------------------------------------- in-process actor
 
 
