@@ -264,9 +264,8 @@ class ActionLayer(LaneActor):
             rows.append(row)
             if row.status == "PENDING":
                 out.new_pending.append((row.idempotency_key, now))
-        await _store.insert_intents(batch.conn, batch.platform_run_id, rows)
         await _store.insert_anomalies(batch.conn, batch.platform_run_id, out.anomalies)
-        await add_counters(batch.conn, _store.COUNTERS_TABLE, batch.platform_run_id, out.counters)
+        await _store.write_intents(batch.conn, batch.platform_run_id, rows, out.counters)
 
     async def on_lane_timer(self, batch: Batch) -> None:
         out = _BatchOutcome()

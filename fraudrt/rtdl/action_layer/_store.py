@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from fraudrt.runtime import pack_columns, split_sql
+
+from .._run_counters import counter_columns, counters_insert
 
 COUNTERS_TABLE: Final = "al_run_counters"
 # The run's counters, kept in COUNTERS_TABLE (`intake_total == outcome_total` once nothing is in flight).
@@ -48,43 +50,50 @@ class Pending(NamedTuple):
     taken_in_at: float
 
 
+# One probe per key and one per event id (unique indexes), never a plan that could scan the run.
 _KNOWN_SQL: Final = """
-SELECT idempotency_key, intent_event_id, content_hash FROM al_intents
- WHERE platform_run_id = $1 AND (idempotency_key = ANY($2::text[]) OR intent_event_id = ANY($3::text[]))
+SELECT a.idempotency_key, a.intent_event_id, a.content_hash FROM unnest($2::text[]) AS k(key)
+ CROSS JOIN LATERAL (SELECT idempotency_key, intent_event_id, content_hash FROM al_intents
+                      WHERE platform_run_id = $1 AND idempotency_key = k.key) AS a
+UNION
+SELECT a.idempotency_key, a.intent_event_id, a.content_hash FROM unnest($3::text[]) AS e(event_id)
+ CROSS JOIN LATERAL (SELECT idempotency_key, intent_event_id, content_hash FROM al_intents
+                      WHERE platform_run_id = $1 AND intent_event_id = e.event_id) AS a
 """
 
 _TEXT_COLUMNS: Final = ("idempotency_key", "intent_event_id", "content_hash", "action_id", "decision_id",
                         "action_kind", "outcome_id", "status", "reason_code", "attempts", "provider_ref",
                         "taken_in_at", "completed_at_utc")
 _N: Final = len(_TEXT_COLUMNS)
-_INS_COLS: Final = split_sql(_N, first=2, casts=["text"] * 9 + ["int4", "text", "float8", "text"])
-_BYTES_AT: Final = 2 + _N + 2  # after the packed columns, the separator and the NULL marker
-_INSERT_SQL: Final = f"""
+# The intents' packed columns, then the counters' two ($2 .. $N+3), the separator and NULL marker,
+# then the two bytea columns.
+_COLS: Final = split_sql(_N + 2, first=2, casts=["text"] * 9 + ["int4", "text", "float8", "text", "text", "text"])
+_BYTES_AT: Final = 2 + _N + 2 + 2
+_WRITE_SQL: Final = f"""
+WITH counters AS ({counters_insert(COUNTERS_TABLE, _COLS[_N], _COLS[_N + 1])})
 INSERT INTO al_intents (platform_run_id, {", ".join(_TEXT_COLUMNS[:-2])}, taken_in_at, completed_at_utc,
                         attempts_doc, intent)
 SELECT $1, {", ".join(f"t.{c}" for c in _TEXT_COLUMNS[:-2])}, to_timestamp(t.taken_in_at), t.completed_at_utc,
        t.attempts_doc, t.intent
-  FROM unnest({", ".join(_INS_COLS)}, ${_BYTES_AT}::bytea[], ${_BYTES_AT + 1}::bytea[])
+  FROM unnest({", ".join(_COLS[:_N])}, ${_BYTES_AT}::bytea[], ${_BYTES_AT + 1}::bytea[])
     AS t({", ".join(_TEXT_COLUMNS)}, attempts_doc, intent)
 """
 
 _PENDING_SQL: Final = """
-SELECT idempotency_key, intent, attempts_doc, attempts, extract(epoch FROM taken_in_at)::float8 AS taken_in_at
-  FROM al_intents
- WHERE platform_run_id = $1 AND idempotency_key = ANY($2::text[]) AND status = 'PENDING'
-   FOR UPDATE
+SELECT a.idempotency_key, a.intent, a.attempts_doc, a.attempts,
+       extract(epoch FROM a.taken_in_at)::float8 AS taken_in_at
+  FROM unnest($2::text[]) AS k(key)
+ CROSS JOIN LATERAL (SELECT * FROM al_intents WHERE platform_run_id = $1 AND idempotency_key = k.key
+                        AND status = 'PENDING' FOR UPDATE) AS a
 """
 
-_UPD_TEXT: Final = ("idempotency_key", "status", "reason_code", "attempts", "provider_ref", "completed_at_utc")
-_UPD_COLS: Final = split_sql(len(_UPD_TEXT), first=2, casts=["text", "text", "text", "int4", "text", "text"])
-_UPD_BYTES_AT: Final = 2 + len(_UPD_TEXT) + 2
-_UPDATE_SQL: Final = f"""
-UPDATE al_intents AS a
-   SET status = t.status, reason_code = t.reason_code, attempts = t.attempts, provider_ref = t.provider_ref,
-       completed_at_utc = t.completed_at_utc, attempts_doc = t.attempts_doc,
-       intent = CASE WHEN t.status = 'PENDING' THEN a.intent END
-  FROM unnest({", ".join(_UPD_COLS)}, ${_UPD_BYTES_AT}::bytea[]) AS t({", ".join(_UPD_TEXT)}, attempts_doc)
- WHERE a.platform_run_id = $1 AND a.idempotency_key = t.idempotency_key
+# One row per execution, by primary key (a retry round touches few rows; a join with the batch could be
+# planned as a scan of the run).
+_UPDATE_SQL: Final = """
+UPDATE al_intents
+   SET status = $3, reason_code = $4, attempts = $5, provider_ref = $6, completed_at_utc = $7, attempts_doc = $8,
+       intent = CASE WHEN $3 = 'PENDING' THEN intent END
+ WHERE platform_run_id = $1 AND idempotency_key = $2
 """
 
 _LOAD_PENDING_SQL: Final = """
@@ -111,11 +120,11 @@ def _text(value: object) -> str | None:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-async def insert_intents(conn: Any, platform_run_id: str, rows: Sequence[IntentRow]) -> None:
-    if not rows:
-        return
+async def write_intents(conn: Any, platform_run_id: str, rows: Sequence[IntentRow],
+                        counters: Mapping[str, int]) -> None:
+    """Insert the batch's new ledger rows and add its counters: one statement."""
     text = [[_text(getattr(r, c)) for r in rows] for c in _TEXT_COLUMNS]
-    await conn.execute(_INSERT_SQL, platform_run_id, *pack_columns(text),
+    await conn.execute(_WRITE_SQL, platform_run_id, *pack_columns([*text, *counter_columns(counters)]),
                        [r.attempts_doc for r in rows], [r.intent for r in rows])
 
 
@@ -128,10 +137,9 @@ async def lock_pending(conn: Any, platform_run_id: str, keys: Sequence[str]) -> 
 
 async def update_intents(conn: Any, platform_run_id: str, rows: Sequence[IntentRow]) -> None:
     """Write a retry's result: still PENDING (more attempts) or finished (the intent bytes dropped)."""
-    if not rows:
-        return
-    text = [[_text(getattr(r, c)) for r in rows] for c in _UPD_TEXT]
-    await conn.execute(_UPDATE_SQL, platform_run_id, *pack_columns(text), [r.attempts_doc for r in rows])
+    if rows:
+        await conn.executemany(_UPDATE_SQL, [(platform_run_id, r.idempotency_key, r.status, r.reason_code, r.attempts,
+                                              r.provider_ref, r.completed_at_utc, r.attempts_doc) for r in rows])
 
 
 async def load_pending(conn: Any, platform_run_id: str) -> list[tuple[str, float]]:

@@ -51,7 +51,7 @@ from fraudrt.substrate import s3_client
 from .._health import Findings
 from .._lane_actor import LaneActor
 from .._lane_events import LaneRecord
-from .._run_counters import add_counters, load_counters
+from .._run_counters import load_counters
 from . import _segments, _store
 from ._config import DecisionLogAuditConfig, load_config
 from ._lineage import ACTION_OF_KIND, Chain, Fact, join
@@ -172,14 +172,14 @@ class DecisionLogAudit(LaneActor):
 
     # ------------------------------------------------------------------ intake
 
-    async def _sort(self, batch: Batch, reads: list[LaneRecord],
-                    out: _BatchOutcome) -> list[tuple[LaneRecord, _segments.Verdict, str | None]]:
+    @staticmethod
+    def _sort(reads: list[LaneRecord], held: dict[str, str],
+              out: _BatchOutcome) -> list[tuple[LaneRecord, _segments.Verdict, str | None]]:
         """Each record that goes into the log: NEW (first copy of an event) or MISMATCH (a changed copy,
         with what the held copy's hash is); exact copies are counted as duplicates and dropped."""
         first: dict[str, LaneRecord] = {}
         for read in reads:
             first.setdefault(read.event.event_id, read)
-        held = await _store.held_links(batch.conn, batch.platform_run_id, list(first))
         logged: list[tuple[LaneRecord, _segments.Verdict, str | None]] = []
         for read in reads:
             eid = read.event.event_id
@@ -194,31 +194,31 @@ class DecisionLogAudit(LaneActor):
                 logged.append((read, "MISMATCH", holder_hash))
         return logged
 
-    async def _log(self, batch: Batch, logged: list[tuple[LaneRecord, _segments.Verdict, str | None]],
-                   out: _BatchOutcome) -> list[str]:
-        """PUT one segment per shard; returns each logged record's segment ref, in order."""
-        assert self.segments is not None
+    def _segments_of(self, batch: Batch, logged: list[tuple[LaneRecord, _segments.Verdict, str | None]],
+                     out: _BatchOutcome) -> tuple[dict[str, bytes], list[str]]:
+        """The batch's segment objects (key -> body), one per shard, and each logged record's ref, in order."""
         starts: dict[tuple[str, str], str] = {}
         for record in batch.records:  # the first record after the checkpoint names the segment
             starts.setdefault((record.stream, record.shard_id), record.sequence_number)
-        groups: dict[tuple[str, str], list[_segments.SegmentLine]] = {}
+        groups: dict[str, list[_segments.SegmentLine]] = {}
         refs: list[str] = []
         for read, verdict, _ in logged:
             r = read.record
-            lines = groups.setdefault((r.stream, r.shard_id), [])
+            key = _segments.segment_key(batch.platform_run_id, r.stream, r.shard_id, starts[(r.stream, r.shard_id)])
+            lines = groups.setdefault(key, [])
             lines.append(_segments.line_for(r, read.event.event_type, read.event.event_id, _decision_of(read),
                                             verdict, read.content_hash))
-            object_key = _segments.segment_key(batch.platform_run_id, r.stream, r.shard_id,
-                                               starts[(r.stream, r.shard_id)])
-            refs.append(_segments.segment_ref(self._bucket, object_key, len(lines)))
-        for (stream, shard), lines in groups.items():
-            object_key = _segments.segment_key(batch.platform_run_id, stream, shard, starts[(stream, shard)])
-            body = _segments.encode(lines)
-            await self.segments.put(object_key, body)
-            out.segments.append(object_key)
-            out.counters["segments_total"] += 1
-            out.counters["segment_bytes_total"] += len(body)
-        return refs
+            refs.append(_segments.segment_ref(self._bucket, key, len(lines)))
+        bodies = {key: _segments.encode(lines) for key, lines in groups.items()}
+        out.segments.extend(bodies)
+        out.counters["segments_total"] += len(bodies)
+        out.counters["segment_bytes_total"] += sum(len(b) for b in bodies.values())
+        return bodies, refs
+
+    async def _log(self, bodies: dict[str, bytes]) -> None:
+        assert self.segments is not None
+        for key, body in bodies.items():
+            await self.segments.put(key, body)
 
     # ------------------------------------------------------------------ chains and audit records
 
@@ -267,17 +267,17 @@ class DecisionLogAudit(LaneActor):
             batch.set_timer(GRACE_TIMER + chain.decision_id, now + self.config.grace_seconds)
         return row._replace(reasons=reasons)
 
-    async def _join(self, batch: Batch, new: list[tuple[LaneRecord, str]], out: _BatchOutcome) -> None:
-        """Join the new records to their chains, in arrival order, and write the chains back."""
+    def _join(self, batch: Batch, new: list[tuple[LaneRecord, str]], before: dict[str, ChainRow],
+              out: _BatchOutcome) -> list[ChainRow]:
+        """Join the new records to their chains (`before`: as held, locked), in arrival order: the
+        chains' rows to write back."""
         if not new:
-            return
+            return []
         now = self._clock()
-        before = await _store.lock_chains(batch.conn, batch.platform_run_id,
-                                          list(dict.fromkeys(_decision_of(read) for read, _ in new)))
-        rows: dict[str, ChainRow] = dict(before)
+        rows: dict[str, ChainRow] = {}
         for read, ref in new:
             fact = _fact(read, ref)
-            row = rows.get(fact.decision_id)
+            row = rows.get(fact.decision_id) or before.get(fact.decision_id)
             if row is None:
                 out.counters["chains_total"] += 1
                 row = ChainRow(Chain.first(fact), [], _pins_encoder.encode(read.event.pins()).decode(), now, None,
@@ -291,8 +291,7 @@ class DecisionLogAudit(LaneActor):
                 out.counters["conflicts_total"] += 1
             if chain is not row.chain or anomaly is None:
                 self._count_fact(out, read)
-        changed = [self._conclude(batch, out, before.get(d), row, now) for d, row in rows.items()]
-        await _store.upsert_chains(batch.conn, batch.platform_run_id, changed)
+        return [self._conclude(batch, out, before.get(d), row, now) for d, row in rows.items()]
 
     @staticmethod
     def _count_fact(out: _BatchOutcome, read: LaneRecord) -> None:
@@ -308,8 +307,12 @@ class DecisionLogAudit(LaneActor):
     async def handle_lane(self, batch: Batch) -> None:
         out = _BatchOutcome()
         batch.notes["dla"] = out
-        logged = await self._sort(batch, self.read_lane(batch, out.counters), out)
-        refs = await self._log(batch, logged, out)
+        reads = self.read_lane(batch, out.counters)
+        held, before = await _store.read_batch(batch.conn, batch.platform_run_id,
+                                               list(dict.fromkeys(r.event.event_id for r in reads)),
+                                               list(dict.fromkeys(_decision_of(r) for r in reads)))
+        logged = self._sort(reads, held, out)
+        bodies, refs = self._segments_of(batch, logged, out)
         links: list[Link] = []
         new: list[tuple[LaneRecord, str]] = []
         for (read, verdict, holder_hash), ref in zip(logged, refs, strict=True):
@@ -325,10 +328,12 @@ class DecisionLogAudit(LaneActor):
                               read.content_hash, ref, r.stream, r.shard_id, r.sequence_number))
             out.counters[f"records.{read.event.event_type}"] += 1
             new.append((read, ref))
-        await _store.insert_links(batch.conn, batch.platform_run_id, links)
-        await self._join(batch, new, out)
-        await _store.insert_anomalies(batch.conn, batch.platform_run_id, out.anomalies)
-        await add_counters(batch.conn, _store.COUNTERS_TABLE, batch.platform_run_id, out.counters)
+        # The segment PUT and the index work overlap: the batch commits only once both are done.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._log, bodies)
+            chains = self._join(batch, new, before, out)
+            await _store.insert_anomalies(batch.conn, batch.platform_run_id, out.anomalies)
+            await _store.write_batch(batch.conn, batch.platform_run_id, links, chains, out.counters)
 
     async def on_lane_timer(self, batch: Batch) -> None:
         out = _BatchOutcome()
@@ -345,8 +350,7 @@ class DecisionLogAudit(LaneActor):
             expired.append(row._replace(chain=chain, reasons=reasons, unresolved_at=now))
             out.counters["lineage_unresolved_total"] += 1
             out.unresolved.append((chain.decision_id, reasons, now))
-        await _store.upsert_chains(batch.conn, batch.platform_run_id, expired)
-        await add_counters(batch.conn, _store.COUNTERS_TABLE, batch.platform_run_id, out.counters)
+        await _store.write_batch(batch.conn, batch.platform_run_id, [], expired, out.counters)
 
     async def after_lane_commit(self, batch: Batch) -> None:
         out: _BatchOutcome | None = batch.notes.get("dla")

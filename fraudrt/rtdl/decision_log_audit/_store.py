@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from fraudrt.runtime import pack_columns, split_sql
 
+from .._run_counters import counter_columns, counters_insert
 from ._lineage import Chain
 
 COUNTERS_TABLE: Final = "dla_run_counters"
@@ -52,8 +53,12 @@ class Anomaly(NamedTuple):
     segment_ref: str | None
 
 
+# Probes by primary key, one per input, never a plan that could scan the run (a prepared statement's
+# generic plan is made while the tables are small, and `= ANY` then stayed a sequential scan).
 _HELD_SQL: Final = """
-SELECT event_id, content_hash FROM dla_links WHERE platform_run_id = $1 AND event_id = ANY($2::text[])
+SELECT l.event_id, l.content_hash FROM unnest($2::text[]) AS i(event_id)
+ CROSS JOIN LATERAL (SELECT event_id, content_hash FROM dla_links
+                      WHERE platform_run_id = $1 AND event_id = i.event_id) AS l
 """
 
 _CHAIN_COLUMNS: Final = ("decision_id", "status", "source_event_id", "action", "admitted_at_utc", "decided_at_utc",
@@ -64,13 +69,31 @@ _ARRAYS: Final = frozenset({"intent_ids", "intent_event_ids", "outcome_action_id
                             "reasons"})
 _TIMES: Final = frozenset({"first_seen_at", "unresolved_at", "resolved_at"})
 _LOCK_SQL: Final = f"""
-SELECT {", ".join(c for c in _CHAIN_COLUMNS if c not in _TIMES)},
-       extract(epoch FROM first_seen_at)::float8 AS first_seen_at,
-       extract(epoch FROM unresolved_at)::float8 AS unresolved_at,
-       extract(epoch FROM resolved_at)::float8 AS resolved_at
-  FROM dla_chains WHERE platform_run_id = $1 AND decision_id = ANY($2::text[]) FOR UPDATE
+SELECT {", ".join(f"c.{c}" for c in _CHAIN_COLUMNS if c not in _TIMES)},
+       extract(epoch FROM c.first_seen_at)::float8 AS first_seen_at,
+       extract(epoch FROM c.unresolved_at)::float8 AS unresolved_at,
+       extract(epoch FROM c.resolved_at)::float8 AS resolved_at
+  FROM unnest($2::text[]) AS i(decision_id)
+ CROSS JOIN LATERAL (SELECT * FROM dla_chains c WHERE c.platform_run_id = $1 AND c.decision_id = i.decision_id
+                        FOR UPDATE) AS c
 """
 
+
+def _null_of(column: str) -> str:
+    kind = "text[]" if column in _ARRAYS else "float8" if column in _TIMES else "text"
+    return f"NULL::{kind} AS {column}"
+
+
+_CHAIN_OUT: Final = [c for c in _CHAIN_COLUMNS if c not in _TIMES] + [c for c in _CHAIN_COLUMNS if c in _TIMES]
+# A batch's whole read, one round trip: which of its event ids are held (and their hashes) and the
+# chains of its decisions, locked. Link rows have no chain columns; chain rows no link columns.
+_READ_SQL: Final = f"""
+WITH held AS ({_HELD_SQL.strip()}),
+     locked AS ({_LOCK_SQL.strip().replace("$2::text[]", "$3::text[]")})
+SELECT event_id, content_hash, {", ".join(_null_of(c) for c in _CHAIN_OUT)} FROM held
+UNION ALL
+SELECT NULL::text, NULL::text, {", ".join(_CHAIN_OUT)} FROM locked
+"""
 
 def _value_sql(column: str) -> str:
     if column in _ARRAYS:
@@ -80,19 +103,21 @@ def _value_sql(column: str) -> str:
     return f"t.{column}"
 
 
-_CH_COLS: Final = split_sql(len(_CHAIN_COLUMNS), first=2)
-_UPSERT_SQL: Final = f"""
+_NL, _NC = len(Link._fields), len(_CHAIN_COLUMNS)
+# Packed columns: the links', the chains', the counters' (names, deltas); then separator and NULL marker.
+_COLS: Final = split_sql(_NL + _NC + 2, first=2)
+_LINK_COLS, _CH_COLS, _COUNTER_COLS = _COLS[:_NL], _COLS[_NL:_NL + _NC], _COLS[_NL + _NC:]
+# A batch's whole index write, one statement: its new links, its chains' new state, its counters.
+_WRITE_SQL: Final = f"""
+WITH links AS (
+    INSERT INTO dla_links (platform_run_id, {", ".join(Link._fields)})
+    SELECT $1, l.* FROM unnest({", ".join(_LINK_COLS)}) AS l({", ".join(Link._fields)})
+), counters AS ({counters_insert(COUNTERS_TABLE, *_COUNTER_COLS)})
 INSERT INTO dla_chains (platform_run_id, {", ".join(_CHAIN_COLUMNS)})
 SELECT $1, {", ".join(_value_sql(c) for c in _CHAIN_COLUMNS)}
   FROM unnest({", ".join(_CH_COLS)}) AS t({", ".join(_CHAIN_COLUMNS)})
     ON CONFLICT (platform_run_id, decision_id) DO UPDATE SET
        {", ".join(f"{c} = EXCLUDED.{c}" for c in _CHAIN_COLUMNS if c not in ("decision_id", "first_seen_at"))}
-"""
-
-_LINK_COLS: Final = split_sql(len(Link._fields), first=2)
-_LINKS_SQL: Final = f"""
-INSERT INTO dla_links (platform_run_id, {", ".join(Link._fields)})
-SELECT $1, t.* FROM unnest({", ".join(_LINK_COLS)}) AS t({", ".join(Link._fields)})
 """
 
 _ANOMALY_SQL: Final = f"""
@@ -106,12 +131,6 @@ SELECT decision_id, reasons, extract(epoch FROM unresolved_at)::float8 AS unreso
 """
 
 
-async def held_links(conn: Any, platform_run_id: str, event_ids: Sequence[str]) -> dict[str, str]:
-    """event id -> content hash of the records already held among `event_ids`."""
-    rows = await conn.fetch(_HELD_SQL, platform_run_id, list(event_ids))
-    return {r["event_id"]: r["content_hash"] for r in rows}
-
-
 def _chain_of(r: Any) -> ChainRow:
     chain = Chain(decision_id=r["decision_id"], status=r["status"], source_event_id=r["source_event_id"],
                   action=r["action"], admitted_at_utc=r["admitted_at_utc"], decided_at_utc=r["decided_at_utc"],
@@ -120,6 +139,19 @@ def _chain_of(r: Any) -> ChainRow:
                   outcome_action_ids=tuple(r["outcome_action_ids"]), outcome_ids=tuple(r["outcome_ids"]),
                   outcome_statuses=tuple(r["outcome_statuses"]))
     return ChainRow(chain, list(r["reasons"]), r["pins"], r["first_seen_at"], r["unresolved_at"], r["resolved_at"])
+
+
+async def read_batch(conn: Any, platform_run_id: str, event_ids: Sequence[str],
+                     decision_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, ChainRow]]:
+    """(event id -> content hash of the held ones among `event_ids`, the chains of `decision_ids` locked)."""
+    held: dict[str, str] = {}
+    chains: dict[str, ChainRow] = {}
+    for r in await conn.fetch(_READ_SQL, platform_run_id, list(event_ids), list(decision_ids)):
+        if r["decision_id"] is None:
+            held[r["event_id"]] = r["content_hash"]
+        else:
+            chains[r["decision_id"]] = _chain_of(r)
+    return held, chains
 
 
 async def lock_chains(conn: Any, platform_run_id: str, decision_ids: Sequence[str]) -> dict[str, ChainRow]:
@@ -136,9 +168,7 @@ def _text(value: Any) -> str | None:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-async def upsert_chains(conn: Any, platform_run_id: str, rows: Sequence[ChainRow]) -> None:
-    if not rows:
-        return
+def _chain_columns(rows: Sequence[ChainRow]) -> list[list[str | None]]:
     columns: list[list[str | None]] = [[] for _ in _CHAIN_COLUMNS]
     for row in rows:
         values = {**{f: getattr(row.chain, f) for f in row.chain.__struct_fields__}, "reasons": row.reasons,
@@ -146,12 +176,15 @@ async def upsert_chains(conn: Any, platform_run_id: str, rows: Sequence[ChainRow
                   "resolved_at": row.resolved_at}
         for column, name in zip(columns, _CHAIN_COLUMNS, strict=True):
             column.append(_text(values[name]))
-    await conn.execute(_UPSERT_SQL, platform_run_id, *pack_columns(columns))
+    return columns
 
 
-async def insert_links(conn: Any, platform_run_id: str, links: Sequence[Link]) -> None:
-    if links:
-        await conn.execute(_LINKS_SQL, platform_run_id, *pack_columns([list(col) for col in zip(*links, strict=True)]))
+async def write_batch(conn: Any, platform_run_id: str, links: Sequence[Link], chains: Sequence[ChainRow],
+                      counters: Mapping[str, int]) -> None:
+    """Insert the new links, upsert the chains, add the counters: one statement."""
+    link_columns: list[list[str | None]] = [[getattr(link, f) for link in links] for f in Link._fields]
+    await conn.execute(_WRITE_SQL, platform_run_id,
+                       *pack_columns([*link_columns, *_chain_columns(chains), *counter_columns(counters)]))
 
 
 async def insert_anomalies(conn: Any, platform_run_id: str, anomalies: Sequence[Anomaly]) -> None:
