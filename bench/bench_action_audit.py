@@ -81,16 +81,17 @@ class Timings:
 
 
 async def run_pack(settings: Settings, run: str, bus: KinesisBus, pool: Any, actors: list[tuple[str, Any]],
-                   stream: str, done: Callable[[], bool], relay: bool = False,
+                   stream: str, done: Callable[[], bool], relay: OutboxRelay | None = None,
                    during: Callable[[], Awaitable[None]] | None = None) -> tuple[float, dict[str, ActorRunner]]:
     """Run `actors` on `stream` as a pack does (one shared reader, a runner each, optionally the relay)
     until `done()`; wall seconds and the runners."""
     stopping = anyio.Event()
-    out_relay = OutboxRelay(pool, bus, owner="bench") if relay else None
+    out_relay = relay
     runners: dict[str, ActorRunner] = {}
     sends = []
     for name, actor in actors:
-        ctx = ComponentContext(settings=settings, platform_run_id=run, pack_id="bench", pool=pool, component=name,
+        ctx = ComponentContext(settings=settings, platform_run_id=run, pool=pool, component=name,
+                               pack_id=out_relay.owner if out_relay is not None else "bench",
                                stopping=stopping)
         send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
         runners[name] = ActorRunner(actor, ctx, receive, out_relay)
@@ -242,8 +243,10 @@ async def bench_steady(settings: Settings, meter: CpuMeter, args: argparse.Names
         timings.wrap(dla_store, fn, f"decision_log_audit.sql.{fn}")
     c0 = meter.snap()
     async with KinesisBus(settings.kinesis) as bus:
+        relay = OutboxRelay(pool, bus, owner=f"bench-{run}")
+        timings.wrap(relay, "publish_once", "outbox relay round")
         wall, runners = await run_pack(settings, run, bus, pool, [("action_layer", al), ("decision_log_audit", dla)],
-                                       stream, lambda: dla.counters["chains_resolved_total"] >= total, relay=True,
+                                       stream, lambda: dla.counters["chains_resolved_total"] >= total, relay=relay,
                                        during=produce)
     cpu = CpuMeter.delta(c0, meter.snap())
     hops = await _hops(settings, pool, run)
@@ -251,6 +254,8 @@ async def bench_steady(settings: Settings, meter: CpuMeter, args: argparse.Names
     return {"hops_ms": hops, "rate_per_s": args.rate, "seconds": args.seconds, "chains": total,
             "wall_s": round(wall, 1),
             "cpu_s": cpu, "batches": {k: r.stats.batches for k, r in runners.items()},
+            "relay": {"published": relay.stats.published, "failed_rounds": relay.stats.failed_rounds,
+                      "retried_entries": relay.stats.retried_entries},
             "commit_ms": {k: r.stats.latency.summary() for k, r in runners.items()},
             "handler_time": timings.report(wall),
             "decision_to_outcome_ms": al.decision_to_outcome.summary(),
