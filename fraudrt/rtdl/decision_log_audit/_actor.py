@@ -308,9 +308,12 @@ class DecisionLogAudit(LaneActor):
         out = _BatchOutcome()
         batch.notes["dla"] = out
         reads = self.read_lane(batch, out.counters)
-        held, before = await _store.read_batch(batch.conn, batch.platform_run_id,
-                                               list(dict.fromkeys(r.event.event_id for r in reads)),
-                                               list(dict.fromkeys(_decision_of(r) for r in reads)))
+        held: dict[str, str] = {}
+        before: dict[str, ChainRow] = {}
+        if reads:
+            held, before = await _store.read_batch(batch.conn, batch.platform_run_id,
+                                                   list(dict.fromkeys(r.event.event_id for r in reads)),
+                                                   list(dict.fromkeys(_decision_of(r) for r in reads)))
         logged = self._sort(reads, held, out)
         bodies, refs = self._segments_of(batch, logged, out)
         links: list[Link] = []

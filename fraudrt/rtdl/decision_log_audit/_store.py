@@ -181,7 +181,9 @@ def _chain_columns(rows: Sequence[ChainRow]) -> list[list[str | None]]:
 
 async def write_batch(conn: Any, platform_run_id: str, links: Sequence[Link], chains: Sequence[ChainRow],
                       counters: Mapping[str, int]) -> None:
-    """Insert the new links, upsert the chains, add the counters: one statement."""
+    """Insert the new links, upsert the chains, add the counters: one statement (none if all are empty)."""
+    if not links and not chains and not any(counters.values()):
+        return
     link_columns: list[list[str | None]] = [[getattr(link, f) for link in links] for f in Link._fields]
     await conn.execute(_WRITE_SQL, platform_run_id,
                        *pack_columns([*link_columns, *_chain_columns(chains), *counter_columns(counters)]))
