@@ -222,3 +222,31 @@ async def api_call(plane: Plane, method: str, path: str, body: Any = None, *, ra
             return resp.status, msgspec.json.decode(text)
         except msgspec.DecodeError:
             return resp.status, text
+
+
+@asynccontextmanager
+async def held(cm: Any) -> AsyncIterator[Any]:
+    """Enter and leave the async context manager `cm` inside one task of its own, so that a pytest
+    fixture (whose setup and teardown may run in different tasks) can hold a task group open."""
+    import asyncio
+
+    ready, done = asyncio.Event(), asyncio.Event()
+    box: dict[str, Any] = {}
+
+    async def hold() -> None:
+        async with cm as value:
+            box["value"] = value
+            ready.set()
+            await done.wait()
+
+    task = asyncio.create_task(hold())
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.is_set():
+        waiter.cancel()
+        await task  # raises what went wrong
+    try:
+        yield box["value"]
+    finally:
+        done.set()
+        await task
