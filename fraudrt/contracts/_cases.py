@@ -38,6 +38,7 @@ from ._ids import (
     label_assertion_payload_hash,
 )
 from ._pins import Pins
+from ._time import is_ts_utc
 
 LABEL_ASSERTION: Final = "label_assertion"
 
@@ -186,9 +187,18 @@ def make_case_trigger(*, trigger_type: TriggerType, source_ref_id: str, subject:
         trigger_payload=details)
 
 
+def _bad_time(*values: str) -> str | None:
+    """The first value that matches the ts_utc pattern but is no calendar time (a Feb 30, a year 0):
+    the decoder's pattern lets those through, and Postgres would refuse them in the middle of a batch."""
+    return next((v for v in values if not is_ts_utc(v)), None)
+
+
 def trigger_problem(p: CaseTriggerPayload) -> str | None:
     """Why a decoded trigger cannot be taken (a reason code with detail), or None."""
     s = p.case_subject_key
+    bad = _bad_time(p.observed_time, p.trigger_payload.event_time)
+    if bad is not None:
+        return f"TIME_INVALID: {bad!r} is not a calendar time"
     if s.platform_run_id != p.pins.platform_run_id:
         return "SUBJECT_RUN_MISMATCH: the case subject's run is not the pins' run"
     if not any(r.ref_type == REQUIRED_EVIDENCE[p.trigger_type] for r in p.evidence_refs):
@@ -234,6 +244,9 @@ def make_label_assertion(*, case_timeline_event_id: str, subject: LabelSubjectKe
 def label_problem(p: LabelAssertionPayload) -> str | None:
     """Why a decoded assertion cannot be taken (reason code with detail), or None."""
     s = p.label_subject_key
+    bad = _bad_time(p.effective_time, p.observed_time)
+    if bad is not None:
+        return f"TIME_INVALID: {bad!r} is not a calendar time"
     if s.platform_run_id != p.pins.platform_run_id:
         return "SUBJECT_RUN_MISMATCH: the label subject's run is not the pins' run"
     if not p.evidence_refs:

@@ -130,7 +130,10 @@ async def test_the_workflow_the_decision_evidence_and_a_label_that_reaches_the_l
     assert (status, body["error"]) == (400, "LABEL_VALUE_INVALID")
     status, body = await api_call(plane, "POST", f"/v1/cases/{cid}/labels",
                                   {**label, "request_id": "lbl-3", "event_ids": ["not-this-case"]})
-    assert (status, body["error"]) == (400, "EVENT_NOT_IN_CASE")
+    assert (status, body["error"]) == (409, "EVENT_NOT_IN_CASE")
+    status, body = await api_call(plane, "POST", f"/v1/cases/{cid}/labels",
+                                  {**label, "request_id": "lbl-4", "effective_time": "2026-02-30T00:00:00.000000Z"})
+    assert (status, body["error"]) == (400, "INVALID_BODY")
 
     async def known() -> dict[str, Any]:
         status, body = await api_call(plane, "GET", f"/v1/labels?event_id={event_id}")

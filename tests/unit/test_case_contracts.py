@@ -80,6 +80,7 @@ def test_a_trigger_survives_the_bus_and_its_ids_follow_from_its_content() -> Non
     (lambda t: msgspec.structs.replace(t, source_ref_id="decision:other"), "TRIGGER_ID_MISMATCH"),
     (lambda t: msgspec.structs.replace(t, observed_time="2026-01-01T00:00:03.000000Z"), "PAYLOAD_HASH_MISMATCH"),
     (lambda t: msgspec.structs.replace(t, evidence_refs=[]), "MISSING_EVIDENCE_REFS"),
+    (lambda t: msgspec.structs.replace(t, observed_time="2026-04-31T00:00:00.000000Z"), "TIME_INVALID"),
     (lambda t: msgspec.structs.replace(t, case_subject_key=CaseSubjectKey(
         platform_run_id="platform_20300101T000000Z", event_class="auth_request", event_id="e1")),
      "SUBJECT_RUN_MISMATCH"),
@@ -94,6 +95,9 @@ def test_a_trigger_whose_ids_or_hash_do_not_follow_is_refused(edit: object, code
     ({"evidence_refs": []}, "MISSING_EVIDENCE_REFS"),
     ({"actor_id": None}, "ACTOR_REQUIRED"),
     ({"actor_id": "SYSTEM::x"}, "ACTOR_REQUIRED"),
+    # The payload pattern lets a Feb 30 or a year 0 through; Postgres would refuse it mid-batch.
+    ({"effective_time": "2026-02-30T00:00:00.000000Z"}, "TIME_INVALID"),
+    ({"observed_time": "0000-01-01T00:00:00.000000Z"}, "TIME_INVALID"),
 ])
 def test_label_checks(over: dict[str, object], code: str) -> None:
     problem = label_problem(_label(**over))  # type: ignore[arg-type]

@@ -40,19 +40,19 @@ from ._features import flow_features
 from ._openapi import HEADER_NAME as HEADER
 from ._openapi import openapi_document
 from ._store import MAX_PAGE, CaseError, Filters, act, decode_cursor, list_cases, load_case
-from ._views import AssignBody, CaseDetail, CaseList, ErrorBody, LabelBody, NoteBody, ResolveBody
+from ._views import CALENDAR_TS_PATTERN, AssignBody, CaseDetail, CaseList, ErrorBody, LabelBody, NoteBody, ResolveBody
 
 log = logging.getLogger("fraudrt.case_mgmt")
 
 _CASE_ID: Final = re.compile(r"^[0-9a-f]{32}\Z")
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
+_CALENDAR_TS: Final = re.compile(CALENDAR_TS_PATTERN)
 _STATES: Final = frozenset({"OPEN", "IN_REVIEW", "RESOLVED"})
 _ACTIONS: Final = frozenset({"APPROVE", "STEP_UP", "REVIEW", "DECLINE"})
 _MAX_AGE: Final = 10 * 365 * 86400.0
 _encode: Final = msgspec.json.Encoder()
-_BODIES: Final[dict[str, msgspec.json.Decoder[Any]]] = {
-    "notes": msgspec.json.Decoder(NoteBody), "assign": msgspec.json.Decoder(AssignBody),
-    "labels": msgspec.json.Decoder(LabelBody), "resolve": msgspec.json.Decoder(ResolveBody)}
+_BODIES: Final[dict[str, type[Any]]] = {"notes": NoteBody, "assign": AssignBody, "labels": LabelBody,
+                                        "resolve": ResolveBody}
 _PRINCIPAL: Final = web.RequestKey("principal", str)
 _OPEN_PATHS: Final = frozenset({"/v1/openapi.json", "/console"})
 
@@ -84,7 +84,7 @@ def _number(query: Any, name: str, lo: float, hi: float) -> float | None:
 
 
 def _filters(query: Any) -> Filters:
-    states = tuple(s for raw in query.getall("state", []) for s in raw.split(",") if s)
+    states = tuple(s for raw in query.getall("state", []) for s in raw.split(","))
     if any(s not in _STATES for s in states):
         raise _BadQuery(f"state must be one of {', '.join(sorted(_STATES))}")
     assignee, trigger_type, action = query.get("assignee"), query.get("trigger_type"), query.get("action")
@@ -107,6 +107,17 @@ def _filters(query: Any) -> Filters:
                    min_age_seconds=_number(query, "min_age_seconds", 0, _MAX_AGE),
                    max_age_seconds=_number(query, "max_age_seconds", 0, _MAX_AGE),
                    limit=int(limit) if limit is not None else 50, cursor=decoded)
+
+
+def _decode_body(raw: bytes, kind: type[Any]) -> Any:
+    """The request body as `kind`. JSON has one number type: `3.0` is the integer 3 to JSON Schema
+    (and to the OpenAPI document), so an integral float version is taken as the int it is."""
+    doc = msgspec.json.decode(raw)
+    if isinstance(doc, dict):
+        version = doc.get("expected_version")
+        if isinstance(version, float) and version.is_integer() and abs(version) <= 2**53:
+            doc["expected_version"] = int(version)
+    return msgspec.convert(doc, kind, strict=True)
 
 
 class CaseApi:
@@ -222,10 +233,9 @@ class CaseApi:
             raise _BadQuery("event_id is required: 1..256 characters, without U+0000")
         if label_type not in LABEL_VALUES:
             raise _BadQuery(f"label_type must be one of {', '.join(LABEL_VALUES)}")
-        try:
-            as_of = parse_ts_utc(q["as_of"]) if "as_of" in q else datetime.now(UTC)
-        except ValueError as exc:
-            raise _BadQuery(f"as_of: {exc}") from None
+        if "as_of" in q and not _CALENDAR_TS.match(q["as_of"]):
+            raise _BadQuery("as_of must be YYYY-MM-DDTHH:MM:SS.ffffffZ, a real UTC time of 1900-2099")
+        as_of = parse_ts_utc(q["as_of"]) if "as_of" in q else datetime.now(UTC)
         include_auto = q.get("include_auto", "false")
         if include_auto not in ("true", "false"):
             raise _BadQuery("include_auto must be true or false")
@@ -241,7 +251,7 @@ class CaseApi:
             return _error(413, "BODY_TOO_LARGE", f"request body exceeds {self.max_body_bytes} bytes")
         raw = await request.read()
         try:
-            body = _BODIES[kind].decode(raw)
+            body = _decode_body(raw, _BODIES[kind])
         except msgspec.ValidationError as exc:
             return _error(400, "INVALID_BODY", str(exc))
         except msgspec.DecodeError as exc:

@@ -14,7 +14,17 @@ import msgspec
 from fraudrt.contracts import CASE_STATES, LABEL_VALUES, TRIGGER_TYPES
 
 from ..label_store.reader import LabelAsOf
-from ._views import ActionResult, AssignBody, CaseDetail, CaseList, ErrorBody, LabelBody, NoteBody, ResolveBody
+from ._views import (
+    CALENDAR_TS_PATTERN,
+    ActionResult,
+    AssignBody,
+    CaseDetail,
+    CaseList,
+    ErrorBody,
+    LabelBody,
+    NoteBody,
+    ResolveBody,
+)
 
 HEADER_NAME: Final = "X-Case-Api-Key"
 _REF: Final = "#/components/schemas/{name}"
@@ -42,6 +52,11 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(
         [NoteBody, AssignBody, LabelBody, ResolveBody, CaseList, CaseDetail, ActionResult, ErrorBody, LabelAsOf],
         ref_template=_REF)
+    # A label's value must be one of its type's values: said in the schema, so that a value of
+    # another type is invalid input to the document as it is to the server.
+    schemas["LabelBody"]["allOf"] = [{"oneOf": [
+        {"properties": {"label_type": {"const": t}, "label_value": {"enum": list(values)}}}
+        for t, values in LABEL_VALUES.items()]}]
     err = _ref("ErrorBody")
     key: list[dict[str, list[str]]] = [{"ApiKey": []}]
     common = {
@@ -82,7 +97,7 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
                 query("max_age_seconds", {"type": "number", "minimum": 0, "maximum": 10 * 365 * 86400},
                       "opened at most this long ago"),
                 query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)"),
-                query("cursor", {"type": "string", "pattern": r"^[0-9]{1,19}\.[0-9a-f]{32}\Z"},
+                query("cursor", {"type": "string", "pattern": r"^[0-9]{1,16}\.[0-9a-f]{32}\Z"},
                       "next_cursor of the previous page"),
             ],
             "responses": {"200": _resp("a page of cases", _ref("CaseList")),
@@ -100,8 +115,8 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
                  "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[^\x00]*\Z"},
                  "description": "the labelled event (a traffic AUTH_REQUEST's event id)"},
                 query("label_type", {"enum": list(LABEL_VALUES)}, "default fraud_disposition"),
-                query("as_of", {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
-                                r"\.[0-9]{6}Z\Z"}, "default now; YYYY-MM-DDTHH:MM:SS.ffffffZ"),
+                query("as_of", {"type": "string", "pattern": CALENDAR_TS_PATTERN},
+                      "default now; YYYY-MM-DDTHH:MM:SS.ffffffZ"),
                 query("include_auto", {"enum": ["true", "false"]},
                       "count the platform's AUTO labels (never training truth); default false"),
             ],
@@ -128,12 +143,12 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
             "responses": {
                 "200": _resp("applied (or, for a repeated request_id with the same content, as applied before: "
                              "duplicate true)", _ref("ActionResult")),
-                "400": _resp("MALFORMED_JSON, INVALID_BODY (msgspec's reason), LABEL_VALUE_INVALID, "
-                             "EVENT_NOT_IN_CASE, TOO_MANY_EVENTS", err),
+                "400": _resp("MALFORMED_JSON, INVALID_BODY (msgspec's reason), LABEL_VALUE_INVALID", err),
                 "404": _resp("CASE_NOT_FOUND", err),
                 "409": _resp("VERSION_CONFLICT (expected_version is not the case's; current_version says which "
                              "is), INVALID_TRANSITION (the workflow does not allow it now), IDEMPOTENCY_MISMATCH "
-                             "(request_id used for other content)", err),
+                             "(request_id used for other content), EVENT_NOT_IN_CASE (event_ids names an event the "
+                             "case does not hold), TOO_MANY_EVENTS (over 100 events: name them in event_ids)", err),
                 "413": _resp("BODY_TOO_LARGE", err),
                 **common}}}
     return {

@@ -120,7 +120,7 @@ def encode_cursor(s: CaseSummary) -> str:
 
 def decode_cursor(text: str) -> tuple[datetime, str]:
     micros, _, case_id = text.partition(".")
-    if not (micros.isascii() and micros.isdigit() and len(micros) <= 19 and len(case_id) == 32
+    if not (micros.isascii() and micros.isdigit() and len(micros) <= 16 and len(case_id) == 32
             and all(c in "0123456789abcdef" for c in case_id)):
         raise ValueError("not a cursor this API gave out")
     try:
@@ -218,10 +218,10 @@ async def _label_subjects(conn: Any, platform_run_id: str, case_id: str, body: L
     wanted = body.event_ids if body.event_ids is not None else sorted(known)
     missing = [e for e in wanted if e not in known]
     if missing:
-        raise CaseError(400, "EVENT_NOT_IN_CASE", f"{len(missing)} event id(s) are not events of this case: "
+        raise CaseError(409, "EVENT_NOT_IN_CASE", f"{len(missing)} event id(s) are not events of this case: "
                         f"{', '.join(m[:80] for m in missing[:3])}")
     if len(wanted) > 100:
-        raise CaseError(400, "TOO_MANY_EVENTS", f"the case has {len(wanted)} events: name at most 100 in event_ids")
+        raise CaseError(409, "TOO_MANY_EVENTS", f"the case has {len(wanted)} events: name at most 100 in event_ids")
     return [(e, body.effective_time or known[e]) for e in dict.fromkeys(wanted)]
 
 

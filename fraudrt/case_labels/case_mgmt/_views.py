@@ -7,12 +7,28 @@ so the document cannot drift from what the server enforces.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
 
-from fraudrt.contracts import CaseState, LabelType, Resolution, TimelineEventType, TsUtc
+from fraudrt.contracts import CaseState, LabelType, Resolution, TimelineEventType
+
+
+def _calendar_pattern() -> str:
+    """`YYYY-MM-DDTHH:MM:SS.ffffffZ` for real calendar days of 1900-2099, leap days included, as one
+    regular expression: the document's pattern is then exactly what the server takes (a Feb 30 or a
+    year 0 is invalid input to both, never a schema-valid request the server refuses)."""
+    leap = "|".join(str(y) for y in range(1904, 2100, 4))
+    day = ("(?:(?:01|03|05|07|08|10|12)-(?:0[1-9]|[12][0-9]|3[01])|(?:04|06|09|11)-(?:0[1-9]|[12][0-9]|30)"
+           "|02-(?:0[1-9]|1[0-9]|2[0-8]))")
+    return (rf"^(?:(?:19|20)[0-9]{{2}}-{day}|(?:{leap})-02-29)"
+            r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z\Z")
+
+
+CALENDAR_TS_PATTERN: Final = _calendar_pattern()
+CalendarTs = Annotated[str, Meta(pattern=CALENDAR_TS_PATTERN,
+                                 description="YYYY-MM-DDTHH:MM:SS.ffffffZ, a real UTC time of 1900-2099")]
 
 # A person's name as they sign their actions (stored as HUMAN::<name>).
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z",
@@ -50,7 +66,7 @@ class LabelBody(_Body, frozen=True, kw_only=True):
     # Which of the case's events the label is about; default: every event of the case.
     event_ids: Annotated[list[EventIdText], Meta(min_length=1, max_length=100)] | None = None
     # When the label is true of the world; default: each event's own time.
-    effective_time: TsUtc | None = None
+    effective_time: CalendarTs | None = None
     note: Text | None = None
 
 

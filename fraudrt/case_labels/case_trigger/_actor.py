@@ -31,6 +31,7 @@ from fraudrt.contracts import (
     case_envelope,
     decode_payload,
     make_case_trigger,
+    trigger_problem,
 )
 from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord, pack_columns, split_sql
 
@@ -85,7 +86,7 @@ class CaseTrigger(Actor):
     async def handle(self, batch: Batch) -> None:
         assert self.policy is not None and self.counters is not None
         counts: Counter[str] = Counter()
-        found: list[tuple[LaneEvent, Pins, Escalation]] = []
+        found: list[tuple[InboundRecord, LaneEvent, Pins, Escalation]] = []
         decisions: list[tuple[str, int]] = []
         for record in batch.records:
             decoded = self._decode(batch, record)
@@ -103,14 +104,19 @@ class CaseTrigger(Actor):
             except ValueError as exc:  # a case carries its run's pins: without them it cannot be opened
                 batch.dead_letter(record, f"PINS_INVALID: {exc}")
                 continue
-            found.append((event, pins, escalation))
-        subjects = await self._subjects(batch, decisions, [e for _, _, e in found], counts)
+            found.append((record, event, pins, escalation))
+        subjects = await self._subjects(batch, decisions, [e for *_, e in found], counts)
         triggers: list[tuple[LaneEvent, CaseTriggerPayload]] = []
-        for event, pins, esc in found:
+        for record, event, pins, esc in found:
             subject = subjects[esc.decision_id, esc.details.source_event_id]
-            triggers.append((event, make_case_trigger(
+            trigger = make_case_trigger(
                 trigger_type=esc.trigger_type, source_ref_id=esc.source_ref_id, subject=subject, pins=pins,
-                evidence_refs=esc.evidence, observed_time=esc.observed_time, details=esc.details)))
+                evidence_refs=esc.evidence, observed_time=esc.observed_time, details=esc.details)
+            problem = trigger_problem(trigger)  # e.g. a Feb 30 the payload's pattern let through
+            if problem is not None:
+                batch.dead_letter(record, problem)
+                continue
+            triggers.append((event, trigger))
         counts["escalations"] += len(triggers)
         registered = await _TRIGGERS.register(
             batch.conn, batch.platform_run_id, triggers,
