@@ -168,6 +168,16 @@ def _evidence_checks(c: _Closeout, settings: Settings, run_id: str) -> None:
         lines = [line for line in log.read_text().splitlines() if want in line]
         return (PASS, f"{len(lines)} output(s) reached {want}") if lines else (FAIL, f"no output reached {want}")
 
+    def positive(name: str) -> Callable[[dict[str, Any]], str | None]:
+        def check(report: dict[str, Any]) -> str | None:
+            value = report.get("details", {}).get(name)
+            return None if isinstance(value, int) and value > 0 else f"{name}={value}"
+        return check
+
+    # Seed step 10: triggers seen, cases created, labels accepted, each component GREEN.
+    c.check("10 CaseTrigger GREEN + triggers_seen > 0", health_green("case_trigger", positive("triggers_seen")))
+    c.check("10 CM GREEN + cases_created > 0", health_green("case_mgmt", positive("cases_created")))
+    c.check("10 LS GREEN + accepted > 0", health_green("label_store", positive("accepted")))
     c.check("11.1 platform_run_report.json", exists("obs/platform_run_report.json"))
     c.check("11.1 environment_conformance PASS", conformance)
     c.check("11.1 DF GREEN", health_green("decision_fabric"))
@@ -193,6 +203,15 @@ def _ingress_checks(c: _Closeout, settings: Settings, run_id: str) -> None:
     ok = receipts >= admitted if layout == "per_event" else receipts > 0
     c.record("7 IG receipts in the object store", PASS if ok else FAIL,
              f"{receipts} receipt object(s) ({layout}) for {admitted} admitted events")
+
+
+def _case_stream_check(c: _Closeout, settings: Settings, run_id: str) -> None:
+    """Seed step 10: fp.bus.case.v1 carries the run's case triggers."""
+    by_type = anyio.run(bus_events_by_type, settings, [settings.streams.name("case")], run_id)
+    triggers = by_type.get("case_trigger", {}).get("distinct", 0)
+    c.record("10 case triggers on fp.bus.case.v1", PASS if triggers else FAIL,
+             f"{triggers} case_trigger event(s), {by_type.get('label_assertion', {}).get('distinct', 0)} "
+             "label_assertion event(s) of the run")
 
 
 def run_parity(req: ParityRequest, progress: Callable[[str], None] = print) -> ParityReport:
@@ -241,6 +260,7 @@ def run_parity(req: ParityRequest, progress: Callable[[str], None] = print) -> P
         time.sleep(1.0)
     c.step("3 pack status all", "pack", "status", "all")
     _ingress_checks(c, settings, run_id)
+    _case_stream_check(c, settings, run_id)
     _evidence_checks(c, settings, run_id)
     if not req.keep_running:
         for manifest in reversed(list_manifests()):
