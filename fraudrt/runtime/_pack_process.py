@@ -40,6 +40,7 @@ from ._migrations import apply_migrations
 from ._outbox import OutboxRelay
 from ._outbox_retention import DEFAULT_OUTBOX_RETENTION_SECONDS, OutboxPruner
 from ._pgcolumns import MIN_SERVER_VERSION_NUM
+from ._prometheus import PrometheusExporter
 from ._reader import Delivery, ShardReader, lowest_checkpoint
 from ._runner import ActorRunner
 from ._runs import operate_dir, pack_run_dir
@@ -117,6 +118,7 @@ class PackProcess:
         self.notifications: Notifications | None = None
         self.missing_optional: list[str] = []
         self.started_at = utc_now_ts()
+        self.exporter = PrometheusExporter(self, manifest.runtime)
 
     # ---------------------------------------------------------------- status and health files
 
@@ -171,6 +173,7 @@ class PackProcess:
                        "restarts": self.relay_sup.restarts} if self.relay else None,
             "outbox_retention": {"health_state": self.pruner_sup.health()[0], "reasons": self.pruner_sup.health()[1]},
             "readers": readers, "backgrounds": backgrounds, "shard_events": self.shard_events[-20:],
+            "metrics": self.exporter.status(),
         }
 
     def _snapshot(self) -> list[tuple[Path, Any]]:
@@ -256,9 +259,11 @@ class PackProcess:
                           MIN_SERVER_VERSION_NUM // 10000, version)
                 self.events("pack_failed", {"postgres_server_version_num": version})
                 return 2
+            await self.exporter.start()
             async with KinesisBus(self.settings.kinesis) as bus:
                 return await self._run(ready, pool, bus, stopping)
         finally:
+            await self.exporter.stop()
             if self.notifications is not None:
                 await self.notifications.close()
             await pool.close()
