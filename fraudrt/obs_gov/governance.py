@@ -210,7 +210,7 @@ class GovernanceView:
             self.projected, self.projection_etag = frozenset(), None
             return
         data, etag = got
-        ids = set()
+        ids: set[str] = set()
         for line in data.splitlines():
             if not line.strip():
                 continue
