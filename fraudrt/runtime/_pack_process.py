@@ -19,11 +19,13 @@ from typing import Any
 
 import anyio
 import asyncpg
+import msgspec
 
 from fraudrt.config import Settings, load_settings
 from fraudrt.contracts import (
     HealthReport,
     MetricsReport,
+    config_digest,
     health_path,
     metrics_path,
     utc_now_ts,
@@ -119,6 +121,7 @@ class PackProcess:
         self.missing_optional: list[str] = []
         self.started_at = utc_now_ts()
         self.exporter = PrometheusExporter(self, manifest.runtime)
+        self.config_digest = config_digest(msgspec.to_builtins(settings))
 
     # ---------------------------------------------------------------- status and health files
 
@@ -173,7 +176,7 @@ class PackProcess:
                        "restarts": self.relay_sup.restarts} if self.relay else None,
             "outbox_retention": {"health_state": self.pruner_sup.health()[0], "reasons": self.pruner_sup.health()[1]},
             "readers": readers, "backgrounds": backgrounds, "shard_events": self.shard_events[-20:],
-            "metrics": self.exporter.status(),
+            "metrics": self.exporter.status(), "config_digest": self.config_digest,
         }
 
     def _snapshot(self) -> list[tuple[Path, Any]]:
