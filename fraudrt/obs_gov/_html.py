@@ -123,7 +123,7 @@ def confusion_matrix(quality: dict[str, Any]) -> str:
             shade = int(255 - 180 * min(1.0, n / top)) if i < 2 else 245
             svg.append(f'<rect x="{x0 + cw * j}" y="{y}" width="{cw - 2}" height="{ch - 2}" '
                        f'fill="rgb({shade},{shade},255)"/><text x="{x0 + cw * j + cw / 2}" y="{y + ch / 2 + 4}" '
-                       f'text-anchor="middle">{n}</text>')
+                       f'text-anchor="middle" style="fill:{"#fff" if shade < 150 else "#222"}">{n}</text>')
     svg.append("</svg>")
     return "".join(svg)
 
