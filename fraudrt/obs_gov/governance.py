@@ -280,6 +280,13 @@ async def query(settings: Settings, platform_run_id: str, *, limit: int = 0, fam
     return events[-limit:] if limit > 0 else events
 
 
+async def read_projection(settings: Settings, platform_run_id: str, s3: Any | None = None) -> list[GovernanceEvent]:
+    """The events `events.jsonl` holds now (not those still waiting for a compaction)."""
+    async with _client(settings, s3) as client:
+        got = await _get(client, settings.buckets.platform, projection_key(platform_run_id))
+    return [] if got is None else [_DECODE.decode(line) for line in got[0].splitlines() if line.strip()]
+
+
 def event_to_dict(event: GovernanceEvent) -> dict[str, Any]:
     out: dict[str, Any] = msgspec.to_builtins(event)
     return out
