@@ -339,6 +339,7 @@ def _run(c: _Closeout, req: ParityRequest) -> None:
     if not c.step("0 substrate bootstrap", "substrate", "bootstrap"):
         return
     c.step("0 substrate status", "substrate", "status")
+    settings = load_settings()  # again: `substrate up` has just written the embedded endpoints
     wiring = [k for k, v in (("s3 endpoint", settings.s3.endpoint_url), ("kinesis endpoint",
                                                                           settings.kinesis.endpoint_url),
                              ("postgres dsn", settings.postgres.dsn)) if not v and settings.substrate != "none"]
