@@ -177,6 +177,16 @@ class _Evidence:
         return fn
 
     @staticmethod
+    def csfb_joined(_health: dict[str, Any], metrics: dict[str, Any]) -> str | None:
+        """Bindings joined to their context, at once or late; none still waiting."""
+        c = metrics.get("counters") or {}
+        joined = int(c.get("join_hits", 0)) + int(c.get("late_joins", 0))
+        if not joined or c.get("join_misses"):
+            return (f"join_hits={c.get('join_hits')} late_joins={c.get('late_joins')} "
+                    f"join_misses={c.get('join_misses')} of bindings_total={c.get('bindings_total')}")
+        return None
+
+    @staticmethod
     def dla_lineage(health: dict[str, Any], _metrics: dict[str, Any]) -> str | None:
         unresolved = (health.get("details") or {}).get("lineage_unresolved_total")
         return None if unresolved == 0 else f"lineage_unresolved_total={unresolved}"
@@ -293,8 +303,7 @@ def _evidence_checks(c: _Closeout, e: _Evidence) -> None:
     c.check("8 archive_writer GREEN + archived", e.green("archive_writer", e.counter_above_zero("handled_total")))
     c.check("8 IEG GREEN", e.green("identity_entity_graph"))
     c.check("8 OFP GREEN", e.green("online_feature_plane"))
-    c.check("8 CSFB GREEN + join evidence", e.green("context_store_flow_binding",
-                                                     e.counter_above_zero("join_hits", "bindings_total")))
+    c.check("8 CSFB GREEN + join evidence", e.green("context_store_flow_binding", e.csfb_joined))
     # Step 9: the decision lane.
     c.check("9 DL GREEN", e.green("degrade_ladder"))
     c.check("9 run report: every expected event accounted for", e.report_completed)
