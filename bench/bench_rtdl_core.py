@@ -45,17 +45,11 @@ from bench_runtime import CpuMeter, machine
 
 from fraudrt.config import Settings, load_settings, project_root
 from fraudrt.engine import GenerateRequest, generate_world, output_paths, read_run_receipt
-from fraudrt.runtime import (
-    ComponentContext,
-    KinesisBus,
-    PutEntry,
-    apply_migrations,
-    configure_gc,
-    freeze_heap,
-    seq_key,
-)
+from fraudrt.runtime import ComponentContext
 from fraudrt.runtime._reader import Delivery, ShardReader
 from fraudrt.runtime._runner import ActorRunner
+from fraudrt.runtime.bus import KinesisBus, PutEntry, seq_key
+from fraudrt.runtime.packs import apply_migrations, configure_gc, freeze_heap
 from fraudrt.substrate import down, ensure_stream, kinesis_client, load_state, up, wait_active
 
 sys.path.insert(0, str(project_root()))

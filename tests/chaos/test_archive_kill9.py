@@ -33,7 +33,8 @@ if str(project_root()) not in sys.path:
 
 from fraudrt._daemon import is_alive
 from fraudrt.rtdl.archive_writer._actor import CRASH_AFTER_SEGMENT_PUTS_ENV
-from fraudrt.runtime import KinesisBus, load_pack_state, pack_down, pack_kill, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import load_pack_state, pack_down, pack_kill, pack_up
 from fraudrt.substrate import bootstrap, s3_client
 from tests.support.harness import Ack, kill_pack, make_scope, open_pool, put, record, wait_for, wait_for_exit
 

@@ -30,7 +30,8 @@ if str(project_root()) not in sys.path:
 from fraudrt.rtdl.context_store_flow_binding import resolve_flow_binding
 from fraudrt.rtdl.identity_entity_graph import graph_features
 from fraudrt.rtdl.online_feature_plane import features_for
-from fraudrt.runtime import KinesisBus, pack_down, pack_kill, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import pack_down, pack_kill, pack_up
 from fraudrt.substrate import bootstrap
 from tests.support.harness import Ack, checkpoints, kill_pack, make_scope, mint_run_id, open_pool, put, wait_for
 from tests.support.world_bus import WorldPins, generate, output_rows

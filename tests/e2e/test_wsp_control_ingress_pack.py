@@ -23,7 +23,8 @@ if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
 from fraudrt.contracts import health_path
-from fraudrt.runtime import KinesisBus, new_run, pack_down, pack_run_dir, pack_status, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import new_run, pack_down, pack_run_dir, pack_status, pack_up
 from fraudrt.substrate import bootstrap, s3_client
 from tests.integration.test_sr_ready import FRAUD_OUTPUTS, oracle_world
 from tests.support.harness import kill_pack, make_scope, open_pool, read_all, read_events, wait_for

@@ -30,7 +30,8 @@ from fraudrt.rtdl.identity_entity_graph import (
     observations,
 )
 from fraudrt.rtdl.identity_entity_graph.offline import ANCHOR_COLUMNS
-from fraudrt.runtime import KinesisBus, apply_migrations
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations
 from fraudrt.substrate import kinesis_client
 from tests.support.harness import LocalActor, checkpoints, create_streams, make_scope, open_pool, put, wait_for
 from tests.support.world_bus import WorldPins, generate, output_rows

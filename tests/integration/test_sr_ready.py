@@ -35,7 +35,7 @@ from fraudrt.control_ingress.scenario_runner import (
 from fraudrt.control_ingress.world_stream_producer import arrow_s3
 from fraudrt.engine import GenerateRequest, generate_world
 from fraudrt.oracle import PackRequest, StreamSortRequest, SyncRequest, pack_engine_root, stream_sort, sync_engine_root
-from fraudrt.runtime import KinesisBus
+from fraudrt.runtime.bus import KinesisBus
 from fraudrt.substrate import s3_client
 from tests.support.harness import create_streams, make_scope, read_all
 

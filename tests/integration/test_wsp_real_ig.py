@@ -26,7 +26,9 @@ if str(project_root()) not in sys.path:
 
 from fraudrt.control_ingress.ingestion_gate import IngestionGate, ig_api_key
 from fraudrt.control_ingress.world_stream_producer import RetryPolicy, StreamRequest, WspStats, stream_ready_run
-from fraudrt.runtime import ComponentContext, KinesisBus, apply_migrations
+from fraudrt.runtime import ComponentContext
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations
 from fraudrt.substrate import bootstrap
 from tests.integration import test_wsp_stream as _stream
 from tests.integration.test_sr_ready import FRAUD_OUTPUTS, control_messages, oracle_world, ready_request

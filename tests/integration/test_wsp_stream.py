@@ -38,7 +38,7 @@ from fraudrt.control_ingress.world_stream_producer import (
     stream_ready_run,
 )
 from fraudrt.engine import load_catalogue
-from fraudrt.runtime import apply_migrations
+from fraudrt.runtime.packs import apply_migrations
 from tests.integration.test_sr_ready import FRAUD_OUTPUTS, World, control_messages, oracle_world, ready_request
 from tests.support.harness import create_streams, make_scope, open_pool
 

@@ -20,10 +20,12 @@ import anyio
 import asyncpg
 
 from fraudrt.config import Settings, project_root
-from fraudrt.runtime import Actor, ComponentContext, KinesisBus, PutEntry, apply_migrations, seq_key
+from fraudrt.runtime import Actor, ComponentContext
 from fraudrt.runtime._reader import Delivery, ShardReader, lowest_checkpoint
 from fraudrt.runtime._runner import ActorRunner
 from fraudrt.runtime._supervisor import Supervision, supervise
+from fraudrt.runtime.bus import KinesisBus, PutEntry, seq_key
+from fraudrt.runtime.packs import apply_migrations
 from fraudrt.substrate import ensure_stream, kinesis_client, wait_active
 
 ROOT = project_root()
@@ -139,7 +141,7 @@ async def wait_for(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool],
 async def wait_for_exit(pack_id: str, settings: Settings, *, what: str, timeout: float = 30.0) -> None:
     """Wait until the process recorded for `pack_id` has exited (a test-only crash point fired)."""
     from fraudrt._daemon import is_alive
-    from fraudrt.runtime import load_pack_state
+    from fraudrt.runtime.packs import load_pack_state
 
     state = load_pack_state(settings, pack_id)
     assert state is not None, f"no pack state for {pack_id}"
@@ -342,7 +344,7 @@ def make_scope(substrate: Any, runs_root: Path, *, test_packs: bool = False) -> 
 def kill_pack(settings: Settings, pack_id: str) -> None:
     """SIGKILL a pack process recorded in `settings`' operate dir, if it still runs (test teardown)."""
     from fraudrt._daemon import kill
-    from fraudrt.runtime import load_pack_state
+    from fraudrt.runtime.packs import load_pack_state
 
     state = load_pack_state(settings, pack_id)
     if state is not None:

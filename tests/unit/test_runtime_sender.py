@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from fraudrt.runtime import PutEntry, PutResult, StreamNotFoundError
+from fraudrt.runtime import StreamNotFoundError
 from fraudrt.runtime._bus import MAX_PUT_RECORDS
 from fraudrt.runtime._sender import MAX_RECORD_BYTES, MAX_REQUEST_BYTES, PutRecordsSender
+from fraudrt.runtime.bus import PutEntry, PutResult
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,7 @@ from typing import Protocol
 import msgspec
 
 from fraudrt.contracts import utc_now_ts
-from fraudrt.runtime import PutEntry, PutRecordsSender, PutResult, SenderStats, shard_number
+from fraudrt.runtime.bus import PutEntry, PutRecordsSender, PutResult, SenderStats, shard_number
 
 from ._errors import DependencyDown, dependency_down
 from ._records import EbRef

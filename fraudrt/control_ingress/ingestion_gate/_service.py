@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 import fraudrt
-from fraudrt.runtime import BusError, ComponentContext, KinesisBus, Service
+from fraudrt.runtime import BusError, ComponentContext, Service
+from fraudrt.runtime.bus import KinesisBus
 from fraudrt.substrate import s3_client
 
 from ._auth import KeyRing, load_api_keys

@@ -30,7 +30,9 @@ from fraudrt.contracts import (
 )
 from fraudrt.engine import RunReceipt
 from fraudrt.oracle import STREAM_VIEW_DIR
-from fraudrt.runtime import BusError, KinesisBus, PutEntry, apply_migrations, component_dir
+from fraudrt.runtime import BusError
+from fraudrt.runtime.bus import KinesisBus, PutEntry
+from fraudrt.runtime.packs import apply_migrations, component_dir
 from fraudrt.substrate import s3_client
 
 from ._errors import ScenarioRunnerError
