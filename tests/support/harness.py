@@ -8,7 +8,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -146,6 +146,51 @@ async def wait_for_exit(pack_id: str, settings: Settings, *, what: str, timeout:
         return is_alive(state.process)
 
     await wait_for(alive, lambda a: not a, timeout=timeout, what=what)
+
+
+@asynccontextmanager
+async def service_down(settings: Settings, name: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Crash one server of the session substrate (`"s3"`, `"kinesis"` or `"postgres"`): SIGKILL its
+    recorded process group and wait until its ports are free. Yields `restart`, which starts it again
+    on the same ports and data and returns once it answers. Leaving the block restarts it too (a no-op
+    when it runs), so a failing test never leaves the rest of the session without it."""
+    from fraudrt._daemon import is_alive, kill, port_in_use
+    from fraudrt.substrate import load_state, up
+
+    svc = load_state(settings).services[name]
+    kill(svc.process)
+
+    async def gone() -> bool:
+        return not is_alive(svc.process) and not any(port_in_use(p) for p in svc.ports.values())
+
+    await wait_for(gone, bool, timeout=30, what=f"{name} stopped and its ports free")
+
+    async def restart() -> None:
+        await up(settings, fast_pg=True)
+        if name == "s3":
+            # SeaweedFS answers its port before its volume server serves reads (500 InternalError).
+            await wait_for(_s3_serves, bool, timeout=60, interval=0.2, what="s3 serving reads after its restart")
+
+    async def _s3_serves() -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from fraudrt.substrate import s3_client
+
+        key = "_harness/restart-probe"
+        try:
+            async with s3_client(settings.s3) as s3:
+                await s3.put_object(Bucket=settings.buckets.platform, Key=key, Body=b"ok")
+                resp = await s3.get_object(Bucket=settings.buckets.platform, Key=key)
+                async with resp["Body"] as body:
+                    return bool(await body.read() == b"ok")
+        except (BotoCoreError, ClientError):
+            return False
+
+    try:
+        yield restart
+    finally:
+        with anyio.CancelScope(shield=True):
+            await restart()
 
 
 # --------------------------------------------------------------------------- Postgres

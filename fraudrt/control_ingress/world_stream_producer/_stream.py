@@ -23,6 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from fraudrt.config import Settings
 from fraudrt.contracts import Envelope, encode_envelope, engine_event_id, parse_ts_utc, utc_now_ts
 from fraudrt.control_ingress.scenario_runner import ReadyPayload, RunFactsView, StreamViewLocator
+from fraudrt.runtime import FailureKind, classify
 from fraudrt.substrate import s3_client, split_s3_uri
 
 from ._merge import merge_by_event_time
@@ -64,6 +65,8 @@ class StreamResult(msgspec.Struct, frozen=True, kw_only=True):
 class StreamFailed(Exception):
     """A permanent failure of this READY (bad facts, rejected by IG, changed view): not retried."""
 
+    failure_kind = FailureKind.RECORD
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -80,18 +83,74 @@ class WspStats:
 
 
 async def read_facts_view(settings: Settings, ref: str) -> RunFactsView:
+    """The run facts view a READY points at.
+
+    Only an object that is not there (404) or does not decode fails the READY (`StreamFailed`). Any
+    other failure (S3 down, a 5xx, throttling) is raised as it is, for the caller's supervisor to
+    retry the READY later: a READY marked FAILED can never stream in this platform run, because a
+    re-sent READY carries the same message_id and is dropped as a duplicate.
+    """
     bucket, key = split_s3_uri(ref) if ref.startswith("s3://") else (settings.buckets.platform, ref)
-    async with s3_client(settings.s3) as s3:
-        try:
+    try:
+        async with s3_client(settings.s3) as s3:
             resp = await s3.get_object(Bucket=bucket, Key=key)
-        except Exception as exc:
-            raise StreamFailed("RUN_FACTS_MISSING", f"s3://{bucket}/{key}: {exc}") from None
-        async with resp["Body"] as body:
-            data = await body.read()
+            async with resp["Body"] as body:
+                data = await body.read()
+    except Exception as exc:
+        failure = classify(exc)
+        if failure.kind is not FailureKind.RECORD:
+            raise
+        code = "RUN_FACTS_MISSING" if _http_status(exc) == 404 else "RUN_FACTS_UNREADABLE"
+        raise StreamFailed(code, f"s3://{bucket}/{key}: {failure.code}: {exc}") from exc
     try:
         return msgspec.json.decode(data, type=RunFactsView)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise StreamFailed("RUN_FACTS_INVALID", f"s3://{bucket}/{key}: {exc}") from None
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
+    return status if isinstance(status, int) else None
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """A failure retrying cannot cure: the stream of this READY ends FAILED with it as the reason.
+
+    pyarrow reports a part that is not in the store as `FileNotFoundError` (an OSError, which the
+    classification rightly takes for a machine fault in general); everything else is the one
+    classification's call, through the `failure_kind` our own errors declare.
+    """
+    return isinstance(exc, FileNotFoundError) or classify(exc).kind is FailureKind.RECORD
+
+
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, StreamFailed | IgRejected):
+        return str(exc)
+    if isinstance(exc, StreamViewChanged):
+        return f"STREAM_VIEW_CHANGED: {exc}"
+    return f"STREAM_VIEW_UNREADABLE: {type(exc).__name__}: {exc}"
+
+
+def _outcome(exc: BaseException) -> tuple[Literal["FAILED", "STOPPED"], str | None] | None:
+    """What an exception out of the pipeline means for the READY: FAILED (permanent, with its reason),
+    STOPPED (a drain cut a retry short), or None: raise it, the supervisor retries from the checkpoint.
+    A group (the push workers' task group) is permanent only if every member is."""
+    leaves: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        else:
+            leaves.append(current)
+    failed = [e for e in leaves if _is_permanent(e)]
+    abandoned = [e for e in leaves if isinstance(e, PushAbandoned)]
+    if len(failed) + len(abandoned) < len(leaves):
+        return None
+    if failed:
+        return "FAILED", _failure_reason(failed[0])
+    return "STOPPED", None
 
 
 @dataclass
@@ -126,11 +185,15 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
                            stopping: anyio.Event) -> StreamResult:
     """Stream `request.ready` to IG until done, capped, stopped or failed (see module docstring).
 
-    Returns FAILED for permanent failures; raises `IgRetryExhausted` (transient, resumable) and
-    unexpected errors so the caller's supervisor retries from the checkpoint.
+    Returns FAILED for permanent failures (the facts view missing or undecodable, IG rejecting a
+    batch, a part gone or unreadable); raises everything else (a dependency down, IG retries
+    exhausted, a bug) so the caller's supervisor retries from the checkpoint.
     """
     ready = request.ready
-    facts = await read_facts_view(settings, ready.facts_view_ref)
+    try:
+        facts = await read_facts_view(settings, ready.facts_view_ref)
+    except StreamFailed as exc:
+        return StreamResult(status="FAILED", reason=str(exc), emitted={})
     if facts.platform_run_id != ready.platform_run_id or ready.platform_run_id != request.platform_run_id:
         return StreamResult(status="FAILED", reason=f"PLATFORM_RUN_ID_MISMATCH: facts {facts.platform_run_id}, "
                             f"READY {ready.platform_run_id}, WSP {request.platform_run_id}", emitted={})
@@ -225,16 +288,11 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
                         stopped = True
                 if stopped:
                     status = "STOPPED"
-    except* IgRejected as group:
-        status, reason = "FAILED", str(group.exceptions[0])
-    except* PushAbandoned:
-        status = "STOPPED"
-    except* StreamViewChanged as group:
-        status, reason = "FAILED", f"STREAM_VIEW_CHANGED: {group.exceptions[0]}"
-    except* (FileNotFoundError, ValueError) as group:
-        # A part gone from the store, or a row that cannot be read (e.g. a bad ts_utc): retrying
-        # cannot help, so the READY fails with its reason instead of restarting forever.
-        status, reason = "FAILED", f"STREAM_VIEW_UNREADABLE: {group.exceptions[0]}"
+    except Exception as exc:  # an ExceptionGroup from the push workers too
+        outcome = _outcome(exc)
+        if outcome is None:
+            raise
+        status, reason = outcome
     finally:
         for source in sources:
             source.close()
