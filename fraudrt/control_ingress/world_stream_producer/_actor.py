@@ -118,7 +118,7 @@ class WorldStreamProducer(Actor):
                              ig_url=ig_base_url(settings), api_key=wsp_api_key(settings),
                              max_events_per_output=cap, speedup=settings.wsp.speedup,
                              push_batch_size=settings.wsp.push_batch_size,
-                             push_concurrency=settings.wsp.push_concurrency)
+                             order_window_seconds=settings.wsp.order_window_seconds)
 
     async def stream_open_runs(self, ctx: ComponentContext) -> list[StreamResult]:
         """Stream every unfinished READY of this platform run, oldest first."""
@@ -194,6 +194,9 @@ class WorldStreamProducer(Actor):
             "push_quarantined_total": push.quarantined, "parts_opened_total": self.stats.source.parts_opened,
             "rows_decoded_total": self.stats.source.rows_decoded,
             "checkpoint_writes_total": self.stats.checkpoint_writes,
+            "order_window_waits_total": self.stats.lanes.window_waits,
+            "order_window_wait_seconds_total": round(self.stats.lanes.window_wait_seconds, 3),
+            "early_sends_total": self.stats.lanes.early_sends,
         }
         for output_id, n in self.stats.emitted.items():
             out[f"emitted.{output_id}"] = n
