@@ -3,7 +3,7 @@ restarts it with backoff, and the stream completes once the dependency is back.
 
 A READY marked FAILED is lost for the platform run (a re-sent READY has the same message_id and is a
 duplicate), so only a permanent fault may fail it. These tests crash a real server of the session
-substrate (`service_down`) and run WSP's background under the real supervisor.
+substrate (`outage`) and run WSP's background under the real supervisor.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from fraudrt.runtime._supervisor import Supervision, supervise
 from tests.integration import test_wsp_stream as _stream
 from tests.integration.test_sr_ready import control_messages
 from tests.integration.test_wsp_stream import FakeIg, assert_order_at_ig, prepare
-from tests.support.harness import service_down, wait_for
+from tests.support.harness import outage, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ async def test_s3_down_when_the_facts_are_read_is_retried_by_the_supervisor_and_
         actor.note_outcome(await record_ready(conn, msg, p.run_id), msg.message_id, p.run_id)
     background = Supervision("world_stream_producer:background")
 
-    async with service_down(substrate.settings, "s3") as restart_s3, anyio.create_task_group() as tg:
+    async with outage(substrate.settings, "s3") as restart_s3, anyio.create_task_group() as tg:
         tg.start_soon(supervise, background, lambda: actor.background(ctx), ctx.stopping,
                       lambda _event, _fields: None, log)
 

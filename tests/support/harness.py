@@ -150,51 +150,6 @@ async def wait_for_exit(pack_id: str, settings: Settings, *, what: str, timeout:
     await wait_for(alive, lambda a: not a, timeout=timeout, what=what)
 
 
-@asynccontextmanager
-async def service_down(settings: Settings, name: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
-    """Crash one server of the session substrate (`"s3"`, `"kinesis"` or `"postgres"`): SIGKILL its
-    recorded process group and wait until its ports are free. Yields `restart`, which starts it again
-    on the same ports and data and returns once it answers. Leaving the block restarts it too (a no-op
-    when it runs), so a failing test never leaves the rest of the session without it."""
-    from fraudrt._daemon import is_alive, kill, port_in_use
-    from fraudrt.substrate import load_state, up
-
-    svc = load_state(settings).services[name]
-    kill(svc.process)
-
-    async def gone() -> bool:
-        return not is_alive(svc.process) and not any(port_in_use(p) for p in svc.ports.values())
-
-    await wait_for(gone, bool, timeout=30, what=f"{name} stopped and its ports free")
-
-    async def restart() -> None:
-        await up(settings, fast_pg=True)
-        if name == "s3":
-            # SeaweedFS answers its port before its volume server serves reads (500 InternalError).
-            await wait_for(_s3_serves, bool, timeout=60, interval=0.2, what="s3 serving reads after its restart")
-
-    async def _s3_serves() -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from fraudrt.substrate import s3_client
-
-        key = "_harness/restart-probe"
-        try:
-            async with s3_client(settings.s3) as s3:
-                await s3.put_object(Bucket=settings.buckets.platform, Key=key, Body=b"ok")
-                resp = await s3.get_object(Bucket=settings.buckets.platform, Key=key)
-                async with resp["Body"] as body:
-                    return bool(await body.read() == b"ok")
-        except (BotoCoreError, ClientError):
-            return False
-
-    try:
-        yield restart
-    finally:
-        with anyio.CancelScope(shield=True):
-            await restart()
-
-
 # --------------------------------------------------------------------------- Postgres
 
 
@@ -398,26 +353,55 @@ def kill_pack(settings: Settings, pack_id: str) -> None:
 
 
 def stop_service(settings: Settings, name: str) -> None:
-    """Stop one server of the (session) embedded substrate the way an outage would: it is gone."""
-    from fraudrt._daemon import stop
+    """Stop one server of the (session) embedded substrate the way an outage would: it is gone, and
+    so are its ports (a SIGKILL returns before the process has let go of them)."""
+    from fraudrt._daemon import is_alive, port_in_use, stop
     from fraudrt.substrate._launcher import load_state
 
     svc = load_state(settings).services[name]
     assert stop(svc.process, sig=svc.stop_signal, timeout=svc.stop_timeout) in ("stopped", "killed")
+    deadline = time.monotonic() + 30
+    while is_alive(svc.process) or any(port_in_use(p) for p in svc.ports.values()):
+        assert time.monotonic() < deadline, f"{name} still holds its ports 30 s after it was stopped"
+        time.sleep(0.1)
 
 
 async def start_services(settings: Settings) -> None:
-    """Start again whatever server of the substrate is down, on its old ports and data."""
+    """Start again whatever server of the substrate is down, on its old ports and data, and return
+    once each serves requests (SeaweedFS answers its port before it serves reads: 500 InternalError)."""
     from fraudrt.substrate import up
 
     await up(settings, fast_pg=True)
+    await wait_for(lambda: _s3_serves(settings), bool, timeout=60, interval=0.2, what="s3 serving reads")
+
+
+async def _s3_serves(settings: Settings) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fraudrt.substrate import s3_client
+
+    key = "_harness/restart-probe"
+    try:
+        async with s3_client(settings.s3) as s3:
+            await s3.put_object(Bucket=settings.buckets.platform, Key=key, Body=b"ok")
+            resp = await s3.get_object(Bucket=settings.buckets.platform, Key=key)
+            async with resp["Body"] as body:
+                return bool(await body.read() == b"ok")
+    except (BotoCoreError, ClientError):
+        return False
 
 
 @asynccontextmanager
-async def outage(settings: Settings, name: str) -> Any:
-    """`name` ("s3", "kinesis", "postgres") is down inside the block, and up again after it, whatever happens."""
-    stop_service(settings, name)
-    try:
-        yield
-    finally:
+async def outage(settings: Settings, name: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """`name` ("s3", "kinesis", "postgres") is down inside the block, and up again after it, whatever
+    happens. Yields `restart`, to bring it back before the block ends (a test that checks recovery)."""
+    await anyio.to_thread.run_sync(lambda: stop_service(settings, name))
+
+    async def restart() -> None:
         await start_services(settings)
+
+    try:
+        yield restart
+    finally:
+        with anyio.CancelScope(shield=True):
+            await start_services(settings)
