@@ -9,7 +9,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -355,26 +355,55 @@ def kill_pack(settings: Settings, pack_id: str) -> None:
 
 
 def stop_service(settings: Settings, name: str) -> None:
-    """Stop one server of the (session) embedded substrate the way an outage would: it is gone."""
-    from fraudrt._daemon import stop
+    """Stop one server of the (session) embedded substrate the way an outage would: it is gone, and
+    so are its ports (a SIGKILL returns before the process has let go of them)."""
+    from fraudrt._daemon import is_alive, port_in_use, stop
     from fraudrt.substrate._launcher import load_state
 
     svc = load_state(settings).services[name]
     assert stop(svc.process, sig=svc.stop_signal, timeout=svc.stop_timeout) in ("stopped", "killed")
+    deadline = time.monotonic() + 30
+    while is_alive(svc.process) or any(port_in_use(p) for p in svc.ports.values()):
+        assert time.monotonic() < deadline, f"{name} still holds its ports 30 s after it was stopped"
+        time.sleep(0.1)
 
 
 async def start_services(settings: Settings) -> None:
-    """Start again whatever server of the substrate is down, on its old ports and data."""
+    """Start again whatever server of the substrate is down, on its old ports and data, and return
+    once each serves requests (SeaweedFS answers its port before it serves reads: 500 InternalError)."""
     from fraudrt.substrate import up
 
     await up(settings, fast_pg=True)
+    await wait_for(lambda: _s3_serves(settings), bool, timeout=60, interval=0.2, what="s3 serving reads")
+
+
+async def _s3_serves(settings: Settings) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fraudrt.substrate import s3_client
+
+    key = "_harness/restart-probe"
+    try:
+        async with s3_client(settings.s3) as s3:
+            await s3.put_object(Bucket=settings.buckets.platform, Key=key, Body=b"ok")
+            resp = await s3.get_object(Bucket=settings.buckets.platform, Key=key)
+            async with resp["Body"] as body:
+                return bool(await body.read() == b"ok")
+    except (BotoCoreError, ClientError):
+        return False
 
 
 @asynccontextmanager
-async def outage(settings: Settings, name: str) -> Any:
-    """`name` ("s3", "kinesis", "postgres") is down inside the block, and up again after it, whatever happens."""
-    stop_service(settings, name)
-    try:
-        yield
-    finally:
+async def outage(settings: Settings, name: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """`name` ("s3", "kinesis", "postgres") is down inside the block, and up again after it, whatever
+    happens. Yields `restart`, to bring it back before the block ends (a test that checks recovery)."""
+    await anyio.to_thread.run_sync(lambda: stop_service(settings, name))
+
+    async def restart() -> None:
         await start_services(settings)
+
+    try:
+        yield restart
+    finally:
+        with anyio.CancelScope(shield=True):
+            await start_services(settings)
