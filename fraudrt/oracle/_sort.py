@@ -258,24 +258,35 @@ _PREFETCH_DEPTH = 2
 
 def _prefetch(it: Iterator[pl.DataFrame], depth: int = _PREFETCH_DEPTH) -> Iterator[pl.DataFrame]:
     """Run `it` on a background thread, `depth` items ahead: decoding the next row group overlaps the
-    caller's work on this one. Bounded, so memory grows by at most `depth` row groups."""
+    caller's work on this one. Bounded, so memory grows by at most `depth` row groups.
+
+    Every hand-over, including the end marker and an exception, gives up once the consumer has
+    stopped: a consumer that fails while the queue is full (a spill write on a full disk) must not
+    leave the reader blocked forever, or the generator's `finally` would wait on it for ever."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand_over(item):
                     return
-            q.put(_END)
+            hand_over(_END)
         except BaseException as exc:  # handed to the consumer, re-raised there
-            q.put(exc)
+            hand_over(exc)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # release the source files now, on this thread, not whenever GC gets to them
 
     worker = threading.Thread(target=produce, name="source-reader", daemon=True)
     worker.start()
@@ -448,8 +459,15 @@ class _SpillBuckets:
             return
         df = pl.concat(self.buffers[bucket], how="vertical")
         path = self.root / f"range-{bucket:05d}" / f"chunk-{len(self.files[bucket]):06d}.arrow"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        df.write_ipc(path, compression=self.compression)  # type: ignore[call-overload]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            df.write_ipc(path, compression=self.compression)  # type: ignore[call-overload]
+        except OSError as exc:
+            raise OracleError(
+                "SPILL_WRITE_FAILED",
+                f"could not write the spill file {path} ({exc.strerror or exc}): free space under the work"
+                " directory (--work-dir / STREAM_SORT_TEMP_DIR) or give the sort more --memory-mb",
+            ) from exc
         self.spill_bytes += path.stat().st_size
         self.files[bucket].append(path)
         self.total_buffered -= self.buffered[bucket]

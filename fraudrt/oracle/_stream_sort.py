@@ -164,6 +164,18 @@ def _json(obj: Any) -> bytes:
     return msgspec.json.encode(obj) + b"\n"
 
 
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else group
+
+
 def resolve_outputs(request: StreamSortRequest) -> tuple[str, ...]:
     if request.output_ids:
         known = set(load_catalogue().output_ids)
@@ -356,9 +368,14 @@ async def sort_output(
                 anyio.from_thread.run_sync(send.close)
 
         stats: SortStats | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(uploader)
-            stats = await anyio.to_thread.run_sync(run_sort)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(uploader)
+                stats = await anyio.to_thread.run_sync(run_sort)
+        except BaseExceptionGroup as group:
+            # The sort and its uploader are one step: a failure of either is this output's failure (an
+            # OracleError with its code), not a group of one.
+            raise _sole(group) from None
         assert stats is not None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

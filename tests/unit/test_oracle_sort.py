@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -163,3 +164,33 @@ def test_checksum_detects_a_changed_row(tmp_path: Path) -> None:
     c3.add(df.with_columns(pl.when(pl.col("a") == 2).then(pl.lit("Y")).otherwise("b").alias("b")))
     assert c1.as_dict() == c2.as_dict()
     assert c1.as_dict() != c3.as_dict()
+
+
+def test_a_failing_consumer_never_leaves_the_read_ahead_thread_blocked() -> None:
+    """The reader has produced its last frame and waits to hand over the end marker on a full queue
+    when the consumer fails (a spill write on a full disk): closing the generator must not hang."""
+    import threading
+
+    from fraudrt.oracle._sort import _PREFETCH_DEPTH, _prefetch
+
+    exhausted = threading.Event()
+
+    def frames() -> Iterator[pl.DataFrame]:
+        for i in range(_PREFETCH_DEPTH + 1):  # one in the consumer's hands, `depth` queued
+            yield pl.DataFrame({"i": [i]})
+        exhausted.set()  # next: the end marker, into a full queue
+
+    def consume() -> None:
+        gen = _prefetch(frames())
+        next(gen)
+        assert exhausted.wait(10), "the reader never reached the end of its input"
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            gen.close()  # what unwinding the consumer's frame does to the generator
+
+    worker = threading.Thread(target=consume, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "closing the read-ahead generator hung on its reader thread"
+    assert not any(t.name == "source-reader" for t in threading.enumerate())
