@@ -6,9 +6,11 @@ and its submission, which are the same for S3 roots.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from fraudrt.config import Settings, load_settings, project_root
 from fraudrt.engine import GenerateRequest, generate_world
 from fraudrt.oracle import (
+    OracleError,
     StreamSortRequest,
     job_status,
     submit_stream_sort,
@@ -115,3 +118,50 @@ def test_a_failed_spill_write_ends_the_job_failed_and_the_next_sort_runs(
     assert done.state == "SUCCEEDED", done
     assert done.outputs[0]["rows"] == 12_000 and (_view(world) / "_stream_sort_receipt.json").is_file()
 
+
+def test_two_concurrent_submissions_for_one_root_start_one_job(
+    world: Path, job_settings: Settings, started: list[tuple[Settings, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both submitters look for running jobs before either has started one: the window a
+    # check-then-spawn guard leaves open, held open here so the race is certain, not lucky.
+    both_looked = threading.Barrier(2, timeout=5)
+    look = jobs._running_conflicts
+
+    def look_then_wait(settings: Settings, request: StreamSortRequest) -> list[str]:
+        busy = look(settings, request)
+        with contextlib.suppress(threading.BrokenBarrierError):  # the other submitter never got this far
+            both_looked.wait()
+        return busy
+
+    monkeypatch.setattr(jobs, "_running_conflicts", look_then_wait)
+    accepted: list[str] = []
+    refused: list[OracleError] = []
+
+    def submit() -> None:
+        try:
+            accepted.append(submit_stream_sort(job_settings, _request(world)))
+        except OracleError as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    started.extend((job_settings, j) for j in accepted)
+    assert len(accepted) == 1, f"{len(accepted)} jobs started for one root: {accepted}"
+    assert [e.code for e in refused] == ["JOB_ALREADY_RUNNING"]
+
+    done = wait_for_job(job_settings, accepted[0], timeout=240)
+    assert done.state == "SUCCEEDED", done
+    assert (_view(world) / "_stream_sort_receipt.json").is_file()
+    assert (_view(world) / "_stream_view_manifest.json").is_file()
+    # The job's exit released the root: the next submission is accepted (and finds the view built).
+    monkeypatch.setattr(jobs, "_running_conflicts", look)
+    deadline = time.monotonic() + 30
+    while jobs._alive(done.pid, done.pid_create_time):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    rerun = submit_stream_sort(job_settings, _request(world))
+    started.append((job_settings, rerun))
+    assert wait_for_job(job_settings, rerun, timeout=240).outputs[0]["status"] == "SKIPPED"
