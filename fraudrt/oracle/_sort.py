@@ -213,10 +213,41 @@ def _plan(sources: Sequence[SourceFile], ts_column: str) -> _Plan:
     )
 
 
-def _ts_micros(col: pa.ChunkedArray | pa.Array, source: str, ts_column: str) -> pa.Array | pa.ChunkedArray:
-    """ts as int64 microseconds since the epoch, UTC; nulls and unparseable values are errors."""
+_CANONICAL_TS = "YYYY-MM-DDTHH:MM:SS.ffffffZ"
+
+
+def _require_canonical(col: pa.ChunkedArray | pa.Array, source: str, ts_column: str, first_row: int) -> None:
+    """Every ts string in the one canonical form (RFC 3339, UTC, `Z`, exactly 6 fractional digits).
+
+    WSP merges the outputs' views by comparing these strings, and the sort orders by the instant; the
+    two orders agree only when every value has the same form. A `+01:00` offset, 1-5 fractional digits
+    or a missing `Z` parse to the right instant but sort wrongly as text, so they are refused here,
+    with the row to fix. The shape is checked cheaply (length, `T`, `.`, `Z`); Arrow's ISO-8601 cast
+    that follows checks the digits."""
+    ok = pc.and_(
+        pc.and_(pc.equal(pc.utf8_length(col), 27), pc.ends_with(col, "Z")),
+        pc.and_(
+            pc.equal(pc.utf8_slice_codeunits(col, 10, 11), "T"), pc.equal(pc.utf8_slice_codeunits(col, 19, 20), ".")
+        ),
+    )
+    if pc.all(ok).as_py():
+        return
+    bad = pc.index(ok, False).as_py()
+    raise OracleError(
+        "TS_NOT_CANONICAL",
+        f"{source} row {first_row + bad} (counting from 0): {ts_column} {col[bad].as_py()!r} is not in the canonical"
+        f" form {_CANONICAL_TS} (UTC, exactly 6 fractional digits); rewrite the output with that form",
+    )
+
+
+def _ts_micros(
+    col: pa.ChunkedArray | pa.Array, source: str, ts_column: str, first_row: int = 0
+) -> pa.Array | pa.ChunkedArray:
+    """ts as int64 microseconds since the epoch, UTC; nulls, unparseable and non-canonical strings are errors."""
     if col.null_count:
         raise OracleError("TS_NULL", f"{source}: {col.null_count} rows have a null {ts_column}")
+    if not pa.types.is_timestamp(col.type):
+        _require_canonical(col, source, ts_column, first_row)
     try:
         if pa.types.is_timestamp(col.type):
             ts = pc.cast(col, pa.timestamp("us", tz=col.type.tz or "UTC"))
@@ -224,7 +255,9 @@ def _ts_micros(col: pa.ChunkedArray | pa.Array, source: str, ts_column: str) -> 
             # Arrow's ISO-8601 parser: the same instants CAST(x AS TIMESTAMP) gives for RFC 3339 UTC.
             ts = pc.cast(col, pa.timestamp("us", tz="UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise OracleError("TS_UNPARSEABLE", f"{source}: {ts_column} is not an RFC 3339 timestamp: {exc}") from exc
+        raise OracleError(
+            "TS_UNPARSEABLE", f"{source} rows {first_row}+: {ts_column} is not an RFC 3339 timestamp: {exc}"
+        ) from exc
     return pc.cast(ts, pa.int64())
 
 
@@ -241,7 +274,7 @@ def _iter_source_frames(
             batch = pf.read_row_group(rg, columns=columns, use_threads=True)
             if batch.num_rows == 0:
                 continue
-            ts = _ts_micros(batch.column(ts_column), s.name, ts_column)
+            ts = _ts_micros(batch.column(ts_column), s.name, ts_column, row)
             df = pl.from_arrow(batch)
             assert isinstance(df, pl.DataFrame)
             df = df.with_columns(

@@ -176,6 +176,15 @@ def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0] if len(leaves) == 1 else group
 
 
+def _for_output(exc: BaseException, output_id: str) -> BaseException:
+    """An error of the sort, named after the output it concerns (the sort itself knows files, not outputs)."""
+    if isinstance(exc, OracleError) and not exc.message.startswith(output_id):
+        named = type(exc)(exc.code, f"{output_id}: {exc.message}")
+        named.__cause__ = exc.__cause__
+        return named.with_traceback(exc.__traceback__)
+    return exc
+
+
 def resolve_outputs(request: StreamSortRequest) -> tuple[str, ...]:
     if request.output_ids:
         known = set(load_catalogue().output_ids)
@@ -375,7 +384,9 @@ async def sort_output(
         except BaseExceptionGroup as group:
             # The sort and its uploader are one step: a failure of either is this output's failure (an
             # OracleError with its code), not a group of one.
-            raise _sole(group) from None
+            raise _for_output(_sole(group), output_id) from None
+        except OracleError as exc:
+            raise _for_output(exc, output_id) from None
         assert stats is not None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

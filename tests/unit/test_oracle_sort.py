@@ -49,15 +49,26 @@ def test_ties_on_ts_break_by_filename_then_row_number(tmp_path: Path) -> None:
     assert len(parts) == 1 and parts[0].first_ts == t0 and parts[0].last_ts == t1
 
 
-def test_ts_is_compared_as_a_timestamp_not_as_text(tmp_path: Path) -> None:
-    # Text order would put "...00.5Z" after "...00.123456Z"; the instant order is the reverse.
-    a = _write(
-        tmp_path / "a.parquet", [("2026-01-01T00:00:00.5Z", 1, "late"), ("2026-01-01T00:00:00.123456Z", 2, "early")]
-    )
-    out, _ = _run(tmp_path, [a])
-    assert out["tag"].to_list() == ["early", "late"]
-    # Pure reorder: the original strings are kept byte for byte.
-    assert out["ts_utc"].to_list() == ["2026-01-01T00:00:00.123456Z", "2026-01-01T00:00:00.5Z"]
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "2026-01-01T01:00:00.123456+01:00",  # an offset: the right instant, the wrong text order
+        "2026-01-01T00:00:00.5Z",  # 1..5 fractional digits
+        "2026-01-01T00:00:00.12345Z",
+        "2026-01-01T00:00:00Z",
+        "2026-01-01T00:00:00.123456",  # no Z
+        "2026-01-01 00:00:00.123456Z",  # a space for the T
+    ],
+)
+def test_a_non_canonical_ts_is_refused_naming_file_and_row(tmp_path: Path, bad: str) -> None:
+    # WSP merges views by comparing these strings; a value in another form would be ordered by instant
+    # here and by text there, so the sort refuses it and says where it is.
+    good = [("2026-01-01T00:00:00.000001Z", 1, "a"), ("2026-01-01T00:00:00.000002Z", 2, "b")]
+    src = _write(tmp_path / "a.parquet", [*good, (bad, 3, "c"), *good])
+    with pytest.raises(OracleError) as err:
+        _run(tmp_path, [src])
+    assert err.value.code == "TS_NOT_CANONICAL"
+    assert src.name in err.value.message and "row 2 " in err.value.message and repr(bad) in err.value.message
 
 
 def _random_world(tmp_path: Path, n_files: int, rows_per_file: int) -> list[SourceFile]:
@@ -133,10 +144,13 @@ def test_skewed_range_is_split_again(tmp_path: Path) -> None:
 
 
 def test_unparseable_and_null_ts_fail_with_a_reason(tmp_path: Path) -> None:
-    bad = _write(tmp_path / "a.parquet", [("yesterday", 1, "x")])
+    bad = _write(tmp_path / "a.parquet", [("2026-13-45T99:00:00.000000Z", 1, "x")])  # the shape, not a date
     with pytest.raises(OracleError) as err:
         _run(tmp_path, [bad])
     assert err.value.code == "TS_UNPARSEABLE"
+    with pytest.raises(OracleError) as err:
+        _run(tmp_path, [_write(tmp_path / "b.parquet", [("yesterday", 1, "x")])])
+    assert err.value.code == "TS_NOT_CANONICAL"
     df = pl.DataFrame(
         {"ts_utc": [None], "v": [1], "tag": ["x"]}, schema={"ts_utc": pl.String, "v": pl.Int64, "tag": pl.String}
     )

@@ -264,3 +264,23 @@ def test_a_permanent_put_error_is_not_retried(no_backoff: None) -> None:
     with pytest.raises(ClientError):
         _put(client)
     assert client.calls == 1
+
+
+def test_a_non_canonical_ts_fails_the_stream_sort_naming_output_file_and_row(world: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    src = sorted(world.glob("data/layer3/6B/s3_event_stream_with_fraud_6B/**/part-*.parquet"))[1]
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(src)
+    shifted = pl.read_parquet(src).with_columns(
+        pl.when(pl.int_range(pl.len()) == 7)
+        .then(pl.col("ts_utc").str.replace("Z$", "+00:00"))
+        .otherwise("ts_utc")
+        .alias("ts_utc")
+    )
+    pq.write_table(shifted.to_arrow().cast(schema), src)  # the same schema as its siblings
+    with pytest.raises(OracleError) as err:
+        _sort(world, settings)
+    assert err.value.code == "TS_NOT_CANONICAL"
+    message = err.value.message
+    assert message.startswith(f"{OUT}: ") and src.name in message and "row 7 " in message and "+00:00" in message
+    assert not (_view(world, OUT) / "_stream_sort_receipt.json").exists()
