@@ -535,7 +535,10 @@ def _partition(
     seen = 0
     for kdf in keys():
         k = _key128(kdf)
-        samples.append(k.filter(kdf[POS_KEY] % every == 0) if every > 1 else k)
+        # Every k-th row of *this* pass, counted from its start: the rows of a spilled range keep their
+        # global positions, which may all share one remainder (and then a global-position stride
+        # samples none of them, or only the ones that do not matter).
+        samples.append(k.gather_every(every, offset=(-seen) % every) if every > 1 else k)
         seen += kdf.height
         progress("sample", seen, total_rows)
     sample = pl.concat(samples) if samples else pl.Series("k", [], dtype=pl.Int128)

@@ -208,3 +208,33 @@ def test_a_failing_consumer_never_leaves_the_read_ahead_thread_blocked() -> None
     worker.join(timeout=30)
     assert not worker.is_alive(), "closing the read-ahead generator hung on its reader thread"
     assert not any(t.name == "source-reader" for t in threading.enumerate())
+
+
+def test_a_skewed_range_splits_even_when_its_rows_share_a_position_remainder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even rows carry spread-out early times, odd rows all carry one later time. A sample that keeps
+    every k-th row by global position (k even) sees only even rows: the top-level cuts all fall in
+    the early part, the last range gets every odd row, and re-splitting that range by the same
+    global-position rule again sees only its few even rows. Sampling by position within the range
+    sees what the range holds, so the hot range is cut into pieces the budget can sort."""
+    from fraudrt.oracle import _sort
+
+    monkeypatch.setattr(_sort, "_SAMPLE_TARGET", 100)  # a stride of 200 rows over 20 000, as 400 k does over 80 M
+    n = 20_000
+    idx = pl.int_range(0, n, eager=True)
+    us = pl.when(idx % 2 == 0).then(1_700_000_000_000_000 + idx).otherwise(1_700_000_100_000_000)
+    df = pl.DataFrame({"us": idx}).select(
+        ts_utc=pl.from_epoch(us, time_unit="us").dt.strftime("%Y-%m-%dT%H:%M:%S.%6fZ"),
+        v=idx,
+        tag=pl.lit("t"),
+    )
+    path = tmp_path / "skew.parquet"
+    df.write_parquet(path, row_group_size=2_000)
+    parts: list[PartWritten] = []
+    cfg = SortConfig(work_dir=str(tmp_path / "w"), memory_budget_bytes=120_000, rows_per_part=5_000)
+    stats = sort_sources([SourceFile(path=str(path), name="s3://b/skew.parquet")], tmp_path / "out", cfg, parts.append)
+    out = _read_parts(parts)
+    assert out.height == n and out["v"].to_list() == [*range(0, n, 2), *range(1, n, 2)]
+    # The budget holds ~1 000 rows per unit here; no unit may hold the 10 000 hot rows.
+    assert stats.max_unit_rows <= 1_500, stats
