@@ -33,6 +33,7 @@ from fraudrt.config import Settings
 from fraudrt.contracts import utc_now_ts, write_json_atomic
 
 from ._errors import OracleError
+from ._sort import SORT_PROCESS_ENV
 from ._store import parse_engine_root
 from ._stream_sort import StreamSortRequest
 
@@ -186,6 +187,8 @@ def _spawn(settings: Settings, request: StreamSortRequest, env: Mapping[str, str
     # The job must see the same settings: same profile and the same home (where status goes).
     child_env["FRAUDRT_PROFILE"] = settings.profile
     child_env.setdefault("FRAUDRT_HOME", settings.home)
+    for name, value in SORT_PROCESS_ENV.items():  # allocator settings the memory budget relies on
+        child_env.setdefault(name, value)
     try:
         with log_path.open("ab") as log:
             proc = subprocess.Popen(

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -351,7 +352,21 @@ class LocalStore:
         self, key: str, path: Path, *, metadata: Mapping[str, str] | None = None, limiter: anyio.CapacityLimiter
     ) -> None:
         async with limiter:
-            await self.put_bytes(key, await anyio.Path(path).read_bytes())
+            await anyio.to_thread.run_sync(self._copy_in, key, path)
+
+    def _copy_in(self, key: str, path: Path) -> None:
+        # A file copy (no read into memory), published atomically under its name.
+        target = self._p(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     async def delete(self, keys: Sequence[str]) -> None:
         for key in keys:

@@ -45,6 +45,10 @@ from ._sort import PartWritten, SortConfig, SortStats, SourceFile, sort_sources
 from ._store import EngineRoot, ObjectInfo, ObjectStore, open_store, parse_engine_root
 from ._world import Mode, WorldKey, list_sources, outputs_for_mode, read_receipt, stream_view_prefix, world_key
 
+# The part uploads run beside the sort: UPLOAD_SLOTS multipart pieces (8 MiB) or one whole part under
+# the 16 MiB multipart threshold in flight, plus the client's copies while signing and sending.
+UPLOAD_SLOTS = 2
+UPLOAD_RESERVED_BYTES = 48 * 1024**2
 RECEIPT = "_stream_sort_receipt.json"
 MANIFEST = "_stream_view_manifest.json"
 PARTITION_GRANULARITY = "flat"
@@ -331,6 +335,7 @@ async def sort_output(
         cfg = SortConfig(
             work_dir=str(scratch),
             memory_budget_bytes=request.memory_mb * 1024 * 1024,
+            reserved_bytes=UPLOAD_RESERVED_BYTES,
             rows_per_part=request.rows_per_part,
             row_group_rows=request.row_group_rows,
             ts_column=spec.ts_column,
@@ -340,14 +345,20 @@ async def sort_output(
         parts: list[PartRef] = []
         send, recv = anyio.create_memory_object_stream[PartWritten](2)
 
+        upload_slots = anyio.CapacityLimiter(UPLOAD_SLOTS)
+
         async def uploader() -> None:
             async with recv:
                 async for part in recv:
                     path = Path(part.path)
-                    data = await anyio.Path(path).read_bytes()
                     name = f"part-{part.index:06d}.parquet"
-                    await store.put_bytes(
-                        prefix + name, data, metadata={"sha256": part.sha256, "attempt_id": attempt_id}
+                    # Streamed from the file (multipart over 16 MiB), never read whole: the uploads'
+                    # memory is the fixed UPLOAD_RESERVED_BYTES inside the job's budget.
+                    await store.upload_file(
+                        prefix + name,
+                        path,
+                        metadata={"sha256": part.sha256, "attempt_id": attempt_id},
+                        limiter=upload_slots,
                     )
                     await anyio.Path(path).unlink()
                     parts.append(
