@@ -186,8 +186,10 @@ async def ig_pipeline_cpu(settings: Settings, layout: str, batches: int = 20) ->
         async def claim(self, rows: Any, token: str, me: str, lease: float) -> Any:
             return {r.dedupe_key for r in rows}, {}
 
-        async def settle(self, admits: Any, receipts: Any, quarantines: Any, dups: Any) -> set[str]:
-            return {a.dedupe_key for a in admits}
+        async def settle(self, admits: Any, evidence: Any, drops: Any = ()) -> set[str]:
+            decided = {a.dedupe_key for a in admits}
+            await evidence(decided)  # the receipt objects are built and written here
+            return decided
 
     class Bus:
         seq = 10**20

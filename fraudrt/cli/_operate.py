@@ -94,10 +94,20 @@ def status_cmd(state: CliState, name: str, as_json: bool) -> None:
         echo_json(reports if name == "all" else reports[0])
     else:
         for r in reports:
-            click.echo(f"{r['pack_id']}: {r['state']} pid={r['pid']} run={r['platform_run_id']}")
+            health = f" health={r['health_state']}" if r.get("health_state") else ""
+            click.echo(f"{r['pack_id']}: {r['state']}{health} pid={r['pid']} run={r['platform_run_id']}")
             for comp, info in sorted(r["components"].items()):
                 click.echo(f"  {comp:28} {info['health_state']:5} running={info['running']} "
                            f"restarts={info['restarts']}")
+                for reason in info.get("reasons", []):
+                    click.echo(f"      {reason}")
+            outbox = r.get("outbox")
+            if outbox:
+                click.echo(f"  {'(outbox relay)':28} {outbox['health_state']:5} pending={outbox['pending']} "
+                           f"parked={outbox['parked_now']} published={outbox['published']}")
+            for reader, info in sorted(r.get("readers", {}).items()):
+                if info["health_state"] != "GREEN":
+                    click.echo(f"  (reader) {reader} {info['health_state']}: {'; '.join(info['reasons'])}")
             for missing in r["missing_optional"]:
                 click.echo(f"  (not built yet, optional) {missing}")
             for missing in r["missing"]:

@@ -82,6 +82,15 @@ class IngestionGateSettings(_Section, frozen=True):
     # (measured: kinesalite CPU per record 26-32 us with 1 lane, 75-122 us with 4, per-event
     # receipts). Real Kinesis with several shards gains from more.
     publish_lanes: int = 1
+    # Back-pressure: a push beyond either limit is answered 429 with Retry-After (WSP waits and
+    # retries) instead of queueing for Postgres connections and memory. A push holds a pool
+    # connection while its receipts are written, so keep max_pushes_in_flight at most
+    # postgres.pool_max - 2 (the instance lock holds one; the probe, heal and lookups need one):
+    # then a slow object store shows as 429s, not as pool timeouts read as a database outage. A
+    # push's bytes count from its Content-Length (max_body_bytes when it has none); one larger
+    # than max_bytes_in_flight still goes through alone.
+    max_pushes_in_flight: int = 6
+    max_bytes_in_flight: int = 32 * 1024 * 1024
 
 
 class WorldStreamProducerSettings(_Section, frozen=True):

@@ -71,7 +71,9 @@ class ArrivalEventPayload(msgspec.Struct, frozen=True):
     ts_utc: str
     is_virtual: bool | None = None
     channel_group: str | None = None
+    zone_representation: str | None = None
     tzid_primary: str | None = None
+    tzid_operational: str | None = None
 
 
 class ArrivalEntitiesPayload(msgspec.Struct, frozen=True):

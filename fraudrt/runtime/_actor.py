@@ -11,14 +11,17 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 import anyio
 
 from fraudrt.config import Settings
 
+from ._fence import Notifications, ProgressFence
 from ._inbox import content_hash, take_in
 from ._records import Emit, InboundRecord
+from ._timers import Timer, epoch
 
 
 class Batch:
@@ -34,6 +37,10 @@ class Batch:
         self.rejected: list[tuple[InboundRecord, str]] = []
         self.duplicates = 0
         self.mismatches = 0
+        # Timers due now (only in `Actor.on_timer`), and the ones this batch sets or cancels.
+        self.timers: Sequence[Timer] = ()
+        self.timers_set: list[Timer] = []
+        self.timers_cancelled: list[str] = []
         # Handler's scratch space, read back in `after_commit` once the batch is durable.
         self.notes: dict[str, Any] = {}
 
@@ -43,6 +50,16 @@ class Batch:
     def dead_letter(self, record: InboundRecord, reason: str) -> None:
         """Record that cannot ever be handled (bad input): dead-lettered with `reason` in this transaction."""
         self.rejected.append((record, reason))
+
+    def set_timer(self, key: str, due_at: datetime | float, payload: bytes = b"") -> None:
+        """Fire `Actor.on_timer` with this timer at or after `due_at` (epoch seconds or an aware
+        datetime); written with this batch's state, so it exists iff the batch commits. Setting a
+        key again replaces its due time and payload."""
+        self.timers_set.append(Timer(key, epoch(due_at), payload))
+
+    def cancel_timer(self, key: str) -> None:
+        self.timers_cancelled.append(key)
+        self.timers_set = [t for t in self.timers_set if t.key != key]
 
     async def take_in(self, records: Sequence[InboundRecord] | None = None,
                       hash_of: Callable[[InboundRecord], str] = content_hash) -> list[InboundRecord]:
@@ -72,6 +89,16 @@ class ComponentContext:
     options: dict[str, Any] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("fraudrt"))
     stopping: anyio.Event = field(default_factory=anyio.Event)
+    # One LISTEN connection per pack process, shared by every component's fences and waits.
+    notifications: Notifications | None = None
+
+    def fence(self) -> ProgressFence:
+        """Waits on other components' checkpoints (and their own notify channels) for this run."""
+        if self.notifications is None:
+            if not self.settings.postgres.dsn:
+                raise RuntimeError("a progress fence needs a Postgres DSN")
+            self.notifications = Notifications(self.settings.postgres.dsn)
+        return ProgressFence(self.pool, self.notifications, self.platform_run_id)
 
 
 class Component(ABC):
@@ -117,7 +144,13 @@ class Actor(Component):
         """
 
     async def after_commit(self, batch: Batch) -> None:
-        """In-memory bookkeeping once the batch is durable (counters, caches)."""
+        """In-memory bookkeeping once the batch is durable (counters, caches). Never re-run: an
+        exception here is logged, it does not undo or repeat the commit."""
+
+    async def on_timer(self, batch: Batch) -> None:
+        """Timers set with `batch.set_timer` that are due, in `batch.timers` (oldest first), with
+        an open transaction like `handle`'s: change state, emit, set new timers. Raise to retry."""
+        raise NotImplementedError(f"{type(self).__name__} set a timer but does not implement on_timer")
 
     has_background: ClassVar[bool] = False
 

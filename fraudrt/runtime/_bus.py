@@ -90,8 +90,24 @@ class _IterResp(msgspec.Struct):
     ShardIterator: str
 
 
+class _SeqRange(msgspec.Struct):
+    StartingSequenceNumber: str = ""
+    EndingSequenceNumber: str | None = None
+
+
 class _Shard(msgspec.Struct):
     ShardId: str
+    ParentShardId: str | None = None
+    AdjacentParentShardId: str | None = None
+    SequenceNumberRange: _SeqRange | None = None
+
+
+class ShardInfo(msgspec.Struct, frozen=True):
+    """A shard and its lineage: after a split or merge, read a child only once its parents are done."""
+
+    shard_id: str
+    parents: tuple[str, ...] = ()
+    closed: bool = False
 
 
 class _ListShardsResp(msgspec.Struct):
@@ -212,11 +228,18 @@ class KinesisBus:
         return GetResult(records, resp.NextShardIterator, resp.MillisBehindLatest)
 
     async def list_shards(self, stream: str) -> list[str]:
-        shards: list[str] = []
+        return [s.shard_id for s in await self.describe_shards(stream)]
+
+    async def describe_shards(self, stream: str) -> list[ShardInfo]:
+        """Every shard of the stream (open and closed, within retention) with its parents."""
+        shards: list[ShardInfo] = []
         req: dict[str, str] = {"StreamName": stream}
         while True:
             resp = _dec_list.decode(await self._call("ListShards", _enc.encode(req)))
-            shards.extend(s.ShardId for s in resp.Shards)
+            for s in resp.Shards:
+                parents = tuple(p for p in (s.ParentShardId, s.AdjacentParentShardId) if p)
+                closed = bool(s.SequenceNumberRange and s.SequenceNumberRange.EndingSequenceNumber)
+                shards.append(ShardInfo(s.ShardId, parents, closed))
             if not resp.NextToken:
                 return shards
             req = {"NextToken": resp.NextToken}

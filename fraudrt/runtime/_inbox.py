@@ -32,8 +32,10 @@ WITH input AS (
 SELECT i.event_id, (ins.event_id IS NOT NULL) AS inserted, old.payload_hash AS stored
   FROM input i
   LEFT JOIN ins ON ins.event_id = i.event_id
-  LEFT JOIN rt_inbox old ON ins.event_id IS NULL AND old.component = $1 AND old.platform_run_id = $2
-                        AND old.event_id = i.event_id
+  -- One primary-key probe per input row (a plain join let the planner hash the whole run's inbox).
+  LEFT JOIN LATERAL (SELECT r.payload_hash FROM rt_inbox r
+                      WHERE ins.event_id IS NULL AND r.component = $1 AND r.platform_run_id = $2
+                        AND r.event_id = i.event_id LIMIT 1) AS old ON true
 """
 
 _MISMATCH_SQL = """

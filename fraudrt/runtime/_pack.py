@@ -153,7 +153,11 @@ def pack_status(settings: Settings, name: str) -> dict[str, Any]:
         "state": (status or {}).get("state", "running") if alive else "stopped",
         "pid": current.process.pid if current else None,
         "platform_run_id": current.platform_run_id if current else None,
+        "health_state": (status or {}).get("health_state") if alive else None,
         "components": (status or {}).get("components", {}),
+        "readers": (status or {}).get("readers", {}),
+        "outbox": (status or {}).get("outbox"),
+        "backgrounds": (status or {}).get("backgrounds", {}),
         "missing": missing, "missing_optional": optional,
         "updated_at_utc": (status or {}).get("updated_at_utc"),
     }

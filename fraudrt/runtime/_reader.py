@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import msgspec
@@ -20,6 +22,9 @@ from ._errors import BusError, ExpiredIteratorError
 from ._records import InboundRecord
 
 log = logging.getLogger("fraudrt.runtime.reader")
+
+# A shard whose every read has failed this long turns its subscribers RED.
+READ_FAILING_RED_SECONDS = 30.0
 
 
 class _PayloadPins(msgspec.Struct):
@@ -32,6 +37,8 @@ class _Pins(msgspec.Struct):
     platform_run_id: str | None = None
     event_id: str | None = None
     message_id: str | None = None
+    # Any: a record whose ts_utc is not a string is still scoped by its run (just not a watermark).
+    ts_utc: Any = None
     payload: _PayloadPins | None = None
 
 
@@ -43,11 +50,14 @@ def to_inbound(record: BusRecord) -> InboundRecord:
         pins = _peek.decode(record.data)
         run_id = pins.platform_run_id or (pins.payload.platform_run_id if pins.payload else None)
         event_id = pins.event_id or pins.message_id
+        ts = pins.ts_utc
+        # Only a canonical timestamp is a watermark: then text order is time order.
+        event_ts = ts if isinstance(ts, str) and len(ts) == 27 and ts[-1] == "Z" else None
     except (msgspec.DecodeError, msgspec.ValidationError):
         # Unreadable: delivered with no run id, so the runner dead-letters it with a reason.
-        run_id = event_id = None
+        run_id = event_id = event_ts = None
     return InboundRecord(record.stream, record.shard_id, record.sequence_number, record.partition_key,
-                         record.data, record.arrival_ts, run_id, event_id)
+                         record.data, record.arrival_ts, run_id, event_id, event_ts)
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,18 @@ class ShardReader:
     idle_sleep_min: float = 0.02
     idle_sleep_max: float = 0.5
     stats: ReaderStats = field(default_factory=ReaderStats)
+    # The shard is closed (split or merged) and every record of it has been delivered.
+    finished: bool = False
+    # Since when every read has failed (monotonic), and why: a bus outage shows in health.
+    failing_since: float | None = None
+    last_error: str | None = None
+
+    def health(self) -> tuple[str, list[str]]:
+        if self.failing_since is None:
+            return "GREEN", []
+        down = time.monotonic() - self.failing_since
+        state = "RED" if down >= READ_FAILING_RED_SECONDS else "AMBER"
+        return state, [f"BUS_READ_FAILING: {self.last_error} for {down:.0f}s"]
 
     async def _iterator(self, after: str | None) -> str:
         return await self.bus.get_shard_iterator(self.stream, self.shard_id, after_sequence=after)
@@ -102,6 +124,9 @@ class ShardReader:
             except BusError as exc:
                 self.stats.errors += 1
                 failures += 1
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self.last_error = f"{exc.code}: {exc}"[:300]
                 if not exc.retriable:
                     raise
                 delay = min(10.0, max(exc.backoff, 0.1) * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
@@ -111,6 +136,7 @@ class ShardReader:
                 await anyio.sleep(delay)
                 continue
             failures = 0
+            self.failing_since = None
             self.stats.calls += 1
             self.stats.millis_behind = result.millis_behind
             iterator = result.next_iterator
@@ -127,7 +153,8 @@ class ShardReader:
             else:
                 self.stats.empty_reads += 1
                 if iterator is None:
-                    log.info("shard %s/%s closed", self.stream, self.shard_id)
+                    log.info("shard %s/%s closed and read to its end", self.stream, self.shard_id)
+                    self.finished = True
                     return
                 # Caught up: back off so an idle pack costs kinesalite little.
                 if result.millis_behind == 0:

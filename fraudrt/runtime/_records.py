@@ -6,7 +6,7 @@ import msgspec
 
 
 class InboundRecord(msgspec.Struct, frozen=True):
-    """One Kinesis record, with the two envelope fields the runtime itself needs."""
+    """One Kinesis record, with the envelope fields the runtime itself needs (run scope, dedupe, watermark)."""
 
     stream: str
     shard_id: str
@@ -16,6 +16,8 @@ class InboundRecord(msgspec.Struct, frozen=True):
     arrival_ts: float
     platform_run_id: str | None
     event_id: str | None
+    # The envelope's ts_utc (event time) when it is canonical (`YYYY-MM-DDTHH:MM:SS.ffffffZ`).
+    event_ts: str | None = None
 
 
 class Emit(msgspec.Struct, frozen=True):

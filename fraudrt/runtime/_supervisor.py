@@ -50,11 +50,16 @@ class Supervision:
 
 async def supervise(sup: Supervision, body: Callable[[], Awaitable[None]], stopping: anyio.Event,
                     on_event: Callable[[str, dict[str, object]], None], log: logging.Logger,
-                    max_backoff: float = 30.0) -> None:
-    """Run `body` until it returns normally or `stopping` is set; restart it when it raises."""
+                    max_backoff: float = 30.0, healthy_after: float = 60.0) -> None:
+    """Run `body` until it returns normally or `stopping` is set; restart it when it raises.
+
+    The restart delay doubles with each crash up to `max_backoff`, and starts over once the body
+    has run `healthy_after` seconds without crashing: a crash a day later is not the 30th in a row.
+    """
     delay = 0.5
     while True:
         sup.running = True
+        started = time.monotonic()
         try:
             await body()
             sup.running = False
@@ -63,6 +68,8 @@ async def supervise(sup: Supervision, body: Callable[[], Awaitable[None]], stopp
             return
         except Exception as exc:
             sup.running = False
+            if time.monotonic() - started >= healthy_after:
+                delay = 0.5
             sup.record_crash(exc)
             log.exception("%s crashed; restarting in %.1fs", sup.name, delay)
             on_event("component_crashed", {"component": sup.name, "error": sup.last_error})

@@ -3,126 +3,51 @@
 Checks the contract end to end: records on the right Kinesis stream at the receipts' eb_ref,
 DUPLICATE with the original eb_ref, PAYLOAD_HASH_MISMATCH, quarantine without payload, 401/400/413,
 Postgres down -> 503 then recovery (through a TCP proxy the test can cut), concurrent pushes of one
-event publish it once, a crash between publish and commit healed on restart (a real process exit),
-and arbitrary JSON never answered with a 5xx.
+event publish it once, a crash between publish and commit healed on restart (a real process exit).
+Bad input (never a 5xx) is `test_ig_bad_input.py`; claims and heals are `test_ig_claims.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
-import msgspec
 import pytest
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
 
-from fraudrt.config import Settings
-from fraudrt.control_ingress.ingestion_gate import CRASH_HOOK_ENV, IngestionGate, ig_api_key
-from fraudrt.runtime import ComponentContext, KinesisBus, apply_migrations
-from fraudrt.substrate import s3_client
+from fraudrt.config import Settings, project_root
+from fraudrt.control_ingress.ingestion_gate import CRASH_HOOK_ENV, ig_api_key
+
+if str(project_root()) not in sys.path:
+    sys.path.insert(0, str(project_root()))  # tests.support
+
+from tests.support.ig import (
+    RunningIg,
+    TcpProxy,
+    arrival,
+    close_s3_clients,
+    decision,
+    free_port,
+    get_object,
+    new_run_id,
+    push,
+    running_ig,
+    serve_ig,
+    stream_records,
+    traffic,
+    via_proxy,
+    wait_up,
+)
 
 pytestmark = pytest.mark.integration
-
-IG_SQL = "fraudrt.control_ingress.ingestion_gate"
-
-
-# ---------------------------------------------------------------- envelopes
-
-
-def _hex(n: int) -> str:
-    return hashlib.sha256(uuid.uuid4().bytes).hexdigest()[:n]
-
-
-def new_run_id() -> str:
-    # Unique per test without waiting for the wall clock to tick (the regex is what IG checks).
-    return f"platform_20{uuid.uuid4().int % 10**6:06d}T{uuid.uuid4().int % 10**6:06d}Z"
-
-
-def pins(run: str) -> dict[str, Any]:
-    return {"platform_run_id": run, "scenario_run_id": _hex(32), "manifest_fingerprint": _hex(64),
-            "parameter_hash": _hex(64), "seed": 42, "scenario_id": "baseline_v1", "run_id": _hex(32)}
-
-
-def traffic(run: str, flow_id: int, **over: Any) -> dict[str, Any]:
-    env = {"event_id": _hex(64), "event_type": "s3_event_stream_with_fraud_6B", "ts_utc": "2026-01-02T03:04:05.000001Z",
-           **pins(run), "payload": {"flow_id": flow_id, "event_seq": 0, "event_type": "AUTH_REQUEST",
-                                    "ts_utc": "2026-01-02T03:04:05.000001Z", "amount": 10.0 + flow_id,
-                                    "fraud_flag": False, "campaign_id": None}}
-    env.update(over)
-    return env
-
-
-def arrival(run: str, seq: int) -> dict[str, Any]:
-    return {"event_id": _hex(64), "event_type": "arrival_events_5B", "ts_utc": "2026-01-02T03:04:05.000002Z",
-            **pins(run), "payload": {"merchant_id": 1000 + seq, "arrival_seq": seq,
-                                     "ts_utc": "2026-01-02T03:04:05.000002Z", "is_virtual": False}}
-
-
-def decision(run: str) -> dict[str, Any]:
-    p = pins(run)
-    del p["run_id"]
-    return {"event_id": _hex(64), "event_type": "decision_response", "schema_version": "v1",
-            "ts_utc": "2026-01-02T03:04:06.000000Z", **p, "producer": "decision_fabric",
-            "payload": {"decision_id": _hex(32), "decision_kind": "fraud_decision_v0", "bundle_ref": {},
-                        "pins": {"platform_run_id": run}, "decided_at_utc": "2026-01-02T03:04:06.000000Z",
-                        "source_event": {"event_id": _hex(64)}, "decision": {"action_kind": "ALLOW"}}}
-
-
-# ---------------------------------------------------------------- harness
-
-
-@dataclass
-class RunningIg:
-    service: IngestionGate
-    url: str
-    key: str
-    settings: Settings
-    run_id: str
-    ctx: ComponentContext | None = None
-
-    def headers(self) -> dict[str, str]:
-        return {"X-IG-Api-Key": self.key}
-
-
-@contextlib.asynccontextmanager
-async def running_ig(settings: Settings, run_id: str, *, dsn: str | None = None,
-                     options: dict[str, Any] | None = None) -> AsyncIterator[RunningIg]:
-    pool = await asyncpg.create_pool(dsn or settings.postgres.dsn, min_size=1, max_size=8)
-    try:
-        async with pool.acquire() as conn:
-            await apply_migrations(conn, "fraudrt.runtime", IG_SQL)
-        service = IngestionGate()
-        ctx = ComponentContext(settings=settings, platform_run_id=run_id, pack_id="test", pool=pool,
-                               options={"port": 0, "probe_interval_seconds": 0.3, **(options or {})})
-        task = asyncio.create_task(service.run(ctx))
-        ready = asyncio.create_task(service.ready.wait())
-        await asyncio.wait([task, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-        assert service.ready.is_set(), "IG did not start"
-        try:
-            yield RunningIg(service, f"http://127.0.0.1:{service.port}", ig_api_key(settings), settings, run_id, ctx)
-        finally:
-            ctx.stopping.set()
-            await asyncio.wait_for(task, 30)
-    finally:
-        await pool.close()
 
 
 @pytest.fixture
@@ -137,59 +62,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def push(http: aiohttp.ClientSession, ig: RunningIg, body: Any, *, raw: bytes | None = None,
-               headers: dict[str, str] | None = None) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
-    data = raw if raw is not None else json.dumps(body).encode()
-    async with http.post(f"{ig.url}/v1/ingest/push", data=data,
-                         headers=ig.headers() if headers is None else headers) as resp:
-        text = await resp.read()
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = text
-        return resp.status, parsed, resp.headers
-
-
-async def stream_records(settings: Settings, stream: str) -> list[tuple[str, dict[str, Any]]]:
-    """(sequence_number, envelope) of every record on a 1-shard stream, from TRIM_HORIZON."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    async with KinesisBus(settings.kinesis) as bus:
-        for shard in await bus.list_shards(stream):
-            it: str | None = await bus.get_shard_iterator(stream, shard)
-            for _ in range(100):  # until an empty page at the tip
-                if it is None:
-                    break
-                res = await bus.get_records(stream, shard, it)
-                out.extend((r.sequence_number, json.loads(r.data)) for r in res.records)
-                if not res.records and res.millis_behind == 0:
-                    break
-                it = res.next_iterator
-    return out
-
-
-_S3_CLIENTS: dict[str, Any] = {}
-
-
-async def get_object(settings: Settings, ref: str) -> dict[str, Any]:
-    bucket, _, key = ref.removeprefix("s3://").partition("/")
-    client = _S3_CLIENTS.get(settings.s3.endpoint_url or "")
-    if client is None:
-        # One client for the session: creating an aiobotocore client costs ~0.5 s.
-        client = await _S3_STACK.enter_async_context(s3_client(settings.s3))
-        _S3_CLIENTS[settings.s3.endpoint_url or ""] = client
-    obj = await client.get_object(Bucket=bucket, Key=key)
-    parsed: dict[str, Any] = json.loads(await obj["Body"].read())
-    return parsed
-
-
-_S3_STACK = contextlib.AsyncExitStack()
-
-
 @pytest.fixture(scope="module", autouse=True)
 async def _close_s3_clients() -> AsyncIterator[None]:
     yield
-    await _S3_STACK.aclose()
-    _S3_CLIENTS.clear()
+    await close_s3_clients()
 
 
 # ---------------------------------------------------------------- admission and evidence
@@ -387,47 +263,6 @@ async def test_stop_drains_in_flight_pushes_and_logs_summary(private_streams: Se
 # ---------------------------------------------------------------- Postgres down
 
 
-class TcpProxy:
-    """127.0.0.1:<port> -> target; `cut()` drops every connection and refuses new ones until `restore()`."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def restore(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for w in self._writers:
-            w.transport.abort()
-        self._writers.clear()
-        await self._server.wait_closed()
-
-
 async def test_postgres_down_answers_503_then_recovers(private_streams: Settings,
                                                       http: aiohttp.ClientSession) -> None:
     dsn = private_streams.postgres.dsn
@@ -464,22 +299,9 @@ async def test_postgres_down_answers_503_then_recovers(private_streams: Settings
     await proxy.cut()
 
 
-def _via_proxy(settings: Settings, variable: str, endpoint: str | None) -> tuple[TcpProxy, Any]:
-    from fraudrt.config import load_settings
-
-    parts = urlsplit(endpoint or "")
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 80)
-
-    def settings_through(port: int) -> Settings:
-        return load_settings("embedded", env={**os.environ, "FRAUDRT_STREAM_PREFIX": settings.streams.prefix,
-                                              variable: f"http://127.0.0.1:{port}"})
-
-    return proxy, settings_through
-
-
 async def test_object_store_down_answers_503_and_the_retry_admits(private_streams: Settings,
                                                                  http: aiohttp.ClientSession) -> None:
-    proxy, through = _via_proxy(private_streams, "S3_ENDPOINT_URL", private_streams.s3.endpoint_url)
+    proxy, through = via_proxy(private_streams, "S3_ENDPOINT_URL", private_streams.s3.endpoint_url)
     await proxy.restore()
     async with running_ig(through(proxy.port), new_run_id()) as ig:
         events = [traffic(ig.run_id, i) for i in range(3)]
@@ -508,7 +330,7 @@ async def test_object_store_down_answers_503_and_the_retry_admits(private_stream
 
 async def test_bus_down_answers_503_no_receipt_and_the_retry_admits(private_streams: Settings,
                                                         http: aiohttp.ClientSession) -> None:
-    proxy, through = _via_proxy(private_streams, "KINESIS_ENDPOINT_URL", private_streams.kinesis.endpoint_url)
+    proxy, through = via_proxy(private_streams, "KINESIS_ENDPOINT_URL", private_streams.kinesis.endpoint_url)
     await proxy.restore()
     async with running_ig(through(proxy.port), new_run_id(), options={"publish_budget_seconds": 1.0}) as ig:
         events = [traffic(ig.run_id, i) for i in range(3)]
@@ -560,45 +382,18 @@ async def test_second_instance_waits_for_the_claimant(private_streams: Settings,
 # ---------------------------------------------------------------- crash between publish and commit
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _serve(settings: Settings, run: str, port: int, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FRAUDRT_STREAM_PREFIX": settings.streams.prefix, **extra_env}
-    # Default heal lease (60 s): the restart on the same port must heal its predecessor's claims at once.
-    return subprocess.Popen([sys.executable, "-m", "fraudrt", "ig", "serve", "--port", str(port), "--run-id", run],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-async def _wait_up(http: aiohttp.ClientSession, url: str, key: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise AssertionError(f"ig serve exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}"
-                                 if proc.stderr else "ig serve exited")
-        with contextlib.suppress(aiohttp.ClientError):
-            async with http.get(f"{url}/v1/ops/health", headers={"X-IG-Api-Key": key}) as resp:
-                if resp.status == 200:
-                    return
-        await asyncio.sleep(0.1)
-    raise AssertionError("ig serve did not come up")
-
-
 @pytest.mark.chaos
 async def test_crash_between_publish_and_commit_heals_on_restart(private_streams: Settings,
                                                                  http: aiohttp.ClientSession) -> None:
     run = new_run_id()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     key = ig_api_key(private_streams)
     target = RunningIg(None, url, key, private_streams, run)  # type: ignore[arg-type]
     events = [traffic(run, i) for i in range(5)]
-    proc = _serve(private_streams, run, port, {CRASH_HOOK_ENV: "exit"})
+    proc = serve_ig(private_streams, run, port, {CRASH_HOOK_ENV: "exit"})
     try:
-        await _wait_up(http, url, key, proc)
+        await wait_up(http, url, key, proc)
         with pytest.raises(aiohttp.ClientError):
             await push(http, target, {"events": events})
         assert proc.wait(10) == 86  # died right after PutRecords, before receipts and commit
@@ -610,9 +405,9 @@ async def test_crash_between_publish_and_commit_heals_on_restart(private_streams
     first = await stream_records(private_streams, stream)
     assert sorted(e["event_id"] for _, e in first) == sorted(e["event_id"] for e in events)
 
-    proc = _serve(private_streams, run, port, {})
+    proc = serve_ig(private_streams, run, port, {})
     try:
-        await _wait_up(http, url, key, proc)
+        await wait_up(http, url, key, proc)
         matches: list[dict[str, Any]] = []
         for _ in range(100):  # the heal loop re-publishes PUBLISH_PENDING rows once their lease is over
             matches = []
@@ -637,31 +432,6 @@ async def test_crash_between_publish_and_commit_heals_on_restart(private_streams
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
-
-
-# ---------------------------------------------------------------- arbitrary input
-
-
-_json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
-    max_leaves=20)
-_keys = st.sampled_from(["event_id", "event_type", "ts_utc", "manifest_fingerprint", "platform_run_id", "payload",
-                         "seed", "schema_version", "run_id", "scenario_run_id", "events"])
-_envelopish = st.dictionaries(_keys, _json_values, max_size=8)
-_bodies = st.one_of(_json_values, _envelopish, st.builds(lambda evs: {"events": evs},
-                                                          st.lists(_envelopish | _json_values, max_size=5)))
-
-
-@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=_bodies, garbage=st.binary(max_size=40))
-async def test_arbitrary_json_never_gets_a_5xx(ig: RunningIg, http: aiohttp.ClientSession, body: Any,
-                                               garbage: bytes) -> None:
-    status, answer, _ = await push(http, ig, body)
-    assert status < 500, (body, answer)
-    status, answer, _ = await push(http, ig, None, raw=garbage)
-    assert status < 500, (garbage, answer)
-    assert msgspec.json.decode(json.dumps(answer)) is not None
 
 
 async def test_a_wrong_database_password_is_dependency_down_not_a_crash(settings: Any) -> None:

@@ -77,3 +77,60 @@ async def test_an_empty_or_all_recent_outbox_is_left_alone(pool: Any) -> None:
     kept = {await _add(pool, "A", age_hours=0, published=True) for _ in range(3)}
     assert await OutboxPruner(pool, "A", retention_seconds=3600).prune() == 0
     assert await _ids(pool, "A") == kept
+
+
+async def _insert_open(conn: Any, owner: str) -> int:
+    """An unpublished row inserted by a transaction the caller keeps open (its id is taken now)."""
+    return int(await conn.fetchval(
+        "INSERT INTO rt_outbox (owner, stream, partition_key, event_id, data) VALUES ($1, 's', 'pk', $2, 'x') "
+        "RETURNING id", owner, uuid.uuid4().hex))
+
+
+async def test_a_row_committed_between_the_bound_and_the_delete_is_neither_deleted_nor_passed(pool: Any) -> None:
+    """Issue 10.2: outbox ids are assigned at insert, not commit, and each statement takes a new snapshot."""
+    first = await _add(pool, "A", age_hours=0.01, published=True)
+    writer = await pool.acquire()
+    tx = writer.transaction()
+    await tx.start()
+    try:
+        late = await _insert_open(writer, "A")  # invisible to the pruner's bound
+        after = [await _add(pool, "A", age_hours=0.01, published=True) for _ in range(3)]
+
+        async def commit_the_writer() -> None:
+            await tx.commit()  # ... and visible to the DELETE that follows
+
+        pruner = OutboxPruner(pool, "A", retention_seconds=0.0)
+        pruner._after_bound = commit_the_writer
+        await pruner.prune()
+    finally:
+        await pool.release(writer)
+    assert await _ids(pool, "A") == {late}, "the late row is kept unpublished; every published row went"
+    assert first < late < min(after)
+    cursor = await pool.fetchval("SELECT deleted_through FROM rt_outbox_retention WHERE owner = 'A'")
+    assert cursor == late - 1, "the cursor stops before the late row, so it is pruned once published"
+    await pool.execute("UPDATE rt_outbox SET published_at = now() WHERE id = $1", late)
+    assert await OutboxPruner(pool, "A", retention_seconds=0.0).prune() == 1
+    assert await _ids(pool, "A") == set()
+
+
+async def test_the_cursor_waits_for_a_transaction_still_open_at_its_bound(pool: Any) -> None:
+    writer = await pool.acquire()
+    tx = writer.transaction()
+    await tx.start()
+    try:
+        late = await _insert_open(writer, "A")
+        published = [await _add(pool, "A", age_hours=0.01, published=True) for _ in range(3)]
+        pruner = OutboxPruner(pool, "A", retention_seconds=0.0, open_xact_wait_seconds=0.3)
+        await pruner.prune()
+        assert await _ids(pool, "A") == set(), "published rows deleted; the open row is not visible yet"
+        before = await pool.fetchval("SELECT deleted_through FROM rt_outbox_retention WHERE owner = 'A'")
+        assert before is None or before < late, "the cursor did not pass a row that may still commit"
+        await tx.commit()
+    finally:
+        await pool.release(writer)
+    assert await _ids(pool, "A") == {late}
+    await OutboxPruner(pool, "A", retention_seconds=0.0).prune()
+    assert await _ids(pool, "A") == {late}, "never deleted unpublished"
+    cursor = await pool.fetchval("SELECT coalesce(max(deleted_through), 0) FROM rt_outbox_retention WHERE owner = 'A'")
+    assert cursor < late, "the walk stops before the late row until it is published"
+    assert max(published) > late

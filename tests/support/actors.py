@@ -7,6 +7,7 @@ tests can run them against one kinesalite without seeing each other's records.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, ClassVar
 
 from fraudrt.config import Settings
@@ -50,7 +51,7 @@ class Recorder(Actor):
             if "reject" in doc:
                 batch.dead_letter(record, f"REJECTED: {doc['reject']}")
                 continue
-            rows.append((self.name, batch.platform_run_id, record.stream, record.shard_id,
+            rows.append((batch.component, batch.platform_run_id, record.stream, record.shard_id,
                          record.sequence_number, record.event_id))
         if rows:
             await batch.conn.executemany(
@@ -121,3 +122,43 @@ class DedupeSink(Actor):
 
     def metrics(self) -> dict[str, Any]:
         return {"sink_received_total": self.received, "sink_inserted_total": self.inserted}
+
+
+class Deadliner(Actor):
+    """Sets a durable timer per record `{"deadline_in": <seconds>}` and, when it fires, records it in
+    `test_handled` (event_id = the record's); `{"cancel": "<event_id>"}` cancels that record's timer.
+    Records with `{"dedupe": true}` go through the runtime's idempotent intake first."""
+
+    name: ClassVar[str] = "test_deadliner"
+    sql_packages: ClassVar[tuple[str, ...]] = ("tests.support",)
+
+    def __init__(self) -> None:
+        self.fired: list[str] = []
+        self.taken_in: list[str] = []
+
+    def subscriptions(self, settings: Settings) -> list[str]:
+        return [settings.streams.name("traffic_fraud")]
+
+    async def handle(self, batch: Batch) -> None:
+        fresh = await batch.take_in()
+        batch.notes["taken_in"] = [r.event_id for r in fresh]
+        for record in fresh:
+            doc = _decode(batch, record)
+            if doc is None or record.event_id is None:
+                continue
+            if "deadline_in" in doc:
+                batch.set_timer(record.event_id, time.time() + float(doc["deadline_in"]),
+                                payload=record.sequence_number.encode())
+            if "cancel" in doc:
+                batch.cancel_timer(str(doc["cancel"]))
+
+    async def on_timer(self, batch: Batch) -> None:
+        await batch.conn.executemany(
+            "INSERT INTO test_handled (actor, platform_run_id, stream, shard_id, sequence_number, event_id) "
+            "VALUES ($1, $2, 'timer', '-', $3, $4)",
+            [(batch.component, batch.platform_run_id, t.payload.decode(), t.key) for t in batch.timers])
+        batch.notes["fired"] = [t.key for t in batch.timers]
+
+    async def after_commit(self, batch: Batch) -> None:
+        self.fired.extend(batch.notes.get("fired", []))
+        self.taken_in.extend(batch.notes.get("taken_in", []))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import random
 import time
@@ -22,6 +23,7 @@ from fraudrt.config import Settings, project_root
 from fraudrt.runtime import Actor, ComponentContext, KinesisBus, PutEntry, apply_migrations, seq_key
 from fraudrt.runtime._reader import Delivery, ShardReader, lowest_checkpoint
 from fraudrt.runtime._runner import ActorRunner
+from fraudrt.runtime._supervisor import Supervision, supervise
 from fraudrt.substrate import ensure_stream, kinesis_client, wait_active
 
 ROOT = project_root()
@@ -208,44 +210,79 @@ class SpyBus(KinesisBus):
                                                 at_sequence=at_sequence)
 
 
-class LocalActor:
-    """Run one actor in this process wired the way a pack wires it: a ShardReader per shard of each
-    subscribed stream, started after the actor's checkpoint, feeding an ActorRunner that commits to
-    Postgres. Use as `async with LocalActor(...) as la:`; leaving drains (stopping event) and waits."""
+class LocalPack:
+    """Run actors in this process wired the way a pack wires them: one ShardReader per shard of each
+    subscribed stream, shared by every actor that subscribes to it and started after the lowest of
+    their checkpoints, feeding one ActorRunner per actor that commits to Postgres. Use as
+    `async with LocalPack(...) as lp:`; leaving drains (stopping event) and waits."""
 
-    def __init__(self, settings: Settings, actor: Actor, run_id: str, pool: Any, bus: KinesisBus,
-                 *, pack_id: str = "test_in_process", queue_depth: int = 4) -> None:
-        self.actor = actor
+    def __init__(self, settings: Settings, actors: list[tuple[str, Actor]], run_id: str, pool: Any,
+                 bus: KinesisBus, *, pack_id: str = "test_in_process", queue_depth: int = 4) -> None:
+        self.settings = settings
+        self.actors = actors
         self.bus = bus
-        self.ctx = ComponentContext(settings=settings, platform_run_id=run_id, pack_id=pack_id, pool=pool)
+        self.run_id = run_id
+        self.pool = pool
+        self.pack_id = pack_id
+        self.stopping = anyio.Event()
         self.queue_depth = queue_depth
-        self.runner: ActorRunner | None = None
+        self.runners: dict[str, ActorRunner] = {}
         self.readers: list[ShardReader] = []
+        self.supervision: dict[str, Supervision] = {}
+        self.events: list[Any] = []
         self._tg: Any = None
 
-    async def __aenter__(self) -> LocalActor:
-        send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=self.queue_depth)
-        self.runner = ActorRunner(self.actor, self.ctx, receive, relay=None)
-        cps = await self.runner.load()
-        for stream in self.actor.subscriptions(self.ctx.settings):
+    async def __aenter__(self) -> LocalPack:
+        subs: dict[str, list[tuple[ActorRunner, Any]]] = {}
+        for name, actor in self.actors:
+            ctx = ComponentContext(settings=self.settings, platform_run_id=self.run_id, pack_id=self.pack_id,
+                                   pool=self.pool, component=name, stopping=self.stopping)
+            send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=self.queue_depth)
+            runner = ActorRunner(actor, ctx, receive, relay=None)
+            await runner.load()
+            self.runners[name] = runner
+            for stream in actor.subscriptions(self.settings):
+                subs.setdefault(stream, []).append((runner, send))
+        for stream, entries in subs.items():
             for shard in await self.bus.list_shards(stream):
-                start = lowest_checkpoint([cps.get((stream, shard))])
-                self.readers.append(ShardReader(self.bus, stream, shard, [send], start))
+                start = lowest_checkpoint([r.checkpoints.get((stream, shard)) for r, _ in entries])
+                self.readers.append(ShardReader(self.bus, stream, shard, [s for _, s in entries], start))
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self.runner.run)
+        for name, runner in self.runners.items():
+            # Supervised as in a pack: a runner that raises is restarted, keeping what it had in hand.
+            self.supervision[name] = sup = Supervision(name, must_run=True)
+            self._tg.start_soon(supervise, sup, runner.run, self.stopping, lambda e, d: self.events.append((e, d)),
+                                logging.getLogger(f"tests.{name}"))
         for reader in self.readers:
-            self._tg.start_soon(reader.run, self.ctx.stopping)
+            self._tg.start_soon(reader.run, self.stopping)
         return self
 
     async def __aexit__(self, *exc: Any) -> bool | None:
-        self.ctx.stopping.set()
+        self.stopping.set()
         result: bool | None = await self._tg.__aexit__(*exc)
         return result
 
+
+class LocalActor(LocalPack):
+    """One actor in a `LocalPack`, named by its class's `name`."""
+
+    def __init__(self, settings: Settings, actor: Actor, run_id: str, pool: Any, bus: KinesisBus,
+                 *, pack_id: str = "test_in_process", queue_depth: int = 4) -> None:
+        super().__init__(settings, [(actor.name, actor)], run_id, pool, bus, pack_id=pack_id,
+                         queue_depth=queue_depth)
+        self.actor = actor
+
+    @property
+    def runner(self) -> ActorRunner:
+        return self.runners[self.actor.name]
+
+    @property
+    def ctx(self) -> ComponentContext:
+        return self.runner.ctx
+
     @property
     def stats(self) -> Any:
-        assert self.runner is not None
         return self.runner.stats
 
 
@@ -310,3 +347,32 @@ def kill_pack(settings: Settings, pack_id: str) -> None:
     state = load_pack_state(settings, pack_id)
     if state is not None:
         kill(state.process)
+
+
+# --------------------------------------------------------------------------- dependency outages
+
+
+def stop_service(settings: Settings, name: str) -> None:
+    """Stop one server of the (session) embedded substrate the way an outage would: it is gone."""
+    from fraudrt._daemon import stop
+    from fraudrt.substrate._launcher import load_state
+
+    svc = load_state(settings).services[name]
+    assert stop(svc.process, sig=svc.stop_signal, timeout=svc.stop_timeout) in ("stopped", "killed")
+
+
+async def start_services(settings: Settings) -> None:
+    """Start again whatever server of the substrate is down, on its old ports and data."""
+    from fraudrt.substrate import up
+
+    await up(settings, fast_pg=True)
+
+
+@asynccontextmanager
+async def outage(settings: Settings, name: str) -> Any:
+    """`name` ("s3", "kinesis", "postgres") is down inside the block, and up again after it, whatever happens."""
+    stop_service(settings, name)
+    try:
+        yield
+    finally:
+        await start_services(settings)

@@ -7,16 +7,21 @@ import json
 import os
 import shutil
 import stat
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from fraudrt.config import Settings, config_dir, load_settings
-from fraudrt.contracts import ig_dedupe_key, payload_hash
+from fraudrt.config import Settings, config_dir, load_settings, project_root
+from fraudrt.contracts import decode_envelope, encode_envelope, ig_dedupe_key, payload_hash
 from fraudrt.control_ingress.ingestion_gate import (
+    REASON_CODES,
     Admissible,
     KeyRing,
     PolicyError,
@@ -29,6 +34,11 @@ from fraudrt.control_ingress.ingestion_gate import (
     openapi_document,
     quarantine_ids,
 )
+
+if str(project_root()) not in sys.path:
+    sys.path.insert(0, str(project_root()))  # tests.support
+
+from tests.support.hostile import hostile_event
 
 pytestmark = pytest.mark.unit
 
@@ -267,3 +277,63 @@ def test_openapi_document_matches_routes() -> None:
     assert routes == documented
     assert doc["paths"]["/v1/ingest/push"]["post"]["requestBody"]["content"]["application/json"]["schema"][
         "oneOf"][1]["properties"]["events"]["maxItems"] == 10
+
+
+# ---------------------------------------------------------------- limits below IG, and arbitrary input
+
+
+def test_an_event_id_holding_nul_is_envelope_invalid(policy: Any) -> None:
+    """Valid JSON that Postgres text cannot store: a quarantine with a reason, not a failed statement."""
+    env = envelope(event_id="abc\u0000def")
+    res = evaluate(0, raw(env), policy, FALLBACK)
+    assert isinstance(res, Rejected) and res.reason == "ENVELOPE_INVALID", res
+    assert "event_id" in res.detail and "NUL" in res.detail
+    assert res.event_id == "abc\u0000def"  # the evidence keeps the exact value
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_nesting_deeper_than_the_decoder_follows_is_quarantined_not_raised(policy: Any, depth: int) -> None:
+    env = envelope()
+    text = raw(env).decode()
+    deep = '{"x":' * depth + "1" + "}" * depth
+    data = text.replace('"amount": 12.5', f'"amount": 12.5, "deep": {deep}').encode()
+    res = evaluate(4, data, policy, FALLBACK)
+    assert isinstance(res, Rejected) and res.reason == "NESTING_TOO_DEEP", res
+    assert res.index == 4 and res.platform_run_id == FALLBACK
+
+
+def test_an_event_over_the_kinesis_record_limit_is_event_too_large(policy: Any) -> None:
+    env = envelope()
+    env["payload"]["note"] = "x" * (1024 * 1024)  # allowed by the schema (additional properties)
+    res = evaluate(0, raw(env), policy, FALLBACK)
+    assert isinstance(res, Rejected) and res.reason == "EVENT_TOO_LARGE", res
+    assert "1048576" in res.detail
+    # Just under the limit (compact envelope + 64-char partition key) is admissible.
+    small = envelope()
+    base = len(encode_envelope(decode_envelope(raw(small)))) + len('"note":"",') + 64
+    small["payload"]["note"] = "x" * (1024 * 1024 - base)
+    ok = evaluate(0, raw(small), policy, FALLBACK)
+    assert isinstance(ok, Admissible), ok
+    assert len(ok.data) + len(ok.partition_key) == 1024 * 1024
+
+
+@st.composite
+def _hostile(draw: st.DrawFn) -> bytes:
+    """A hostile event (`tests.support.hostile`), or raw bytes."""
+    if draw(st.integers(0, 5)) == 0:
+        return draw(st.binary(max_size=200))
+    return draw(hostile_event(envelope)).encode()
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(data=_hostile())
+def test_evaluate_never_raises_and_only_admits_what_can_be_stored_and_published(policy: Any, data: bytes) -> None:
+    res = evaluate(0, data, policy, FALLBACK)
+    assert isinstance(res, Admissible | Rejected)
+    if isinstance(res, Rejected):
+        assert res.reason in REASON_CODES and res.detail
+        assert res.platform_run_id == FALLBACK or res.platform_run_id.startswith("platform_")
+    else:
+        assert "\u0000" not in res.env.event_id
+        assert len(res.data) + len(res.partition_key) <= 1024 * 1024
+        assert decode_envelope(res.data) == res.env  # what goes on the bus decodes back

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import aiohttp
 import pytest
 
 from fraudrt.control_ingress.ingestion_gate._errors import DependencyDown
 from fraudrt.control_ingress.ingestion_gate._publish import Publisher, PublishItem
-from fraudrt.runtime import PutEntry, PutResult
+from fraudrt.runtime import PutEntry, PutResult, StreamNotFoundError
 
 
 class FakeBus:
@@ -69,3 +70,39 @@ async def test_a_budget_spent_on_failures_is_dependency_down() -> None:
     with pytest.raises(DependencyDown) as down:
         await Publisher(bus, budget_seconds=0.2).publish(_items(5, ["s-a"], keys=5))
     assert down.value.dependency == "bus" and "unpublished" in str(down.value)
+
+
+class FlakyBus(FakeBus):
+    """The first calls fail with `exc` (not a BusError: what another client would raise)."""
+
+    def __init__(self, exc: BaseException, failures: int) -> None:
+        super().__init__()
+        self.exc = exc
+        self.failures = failures
+
+    async def put_records(self, stream: str, entries: Sequence[PutEntry]) -> list[PutResult]:
+        if self.failures > 0:
+            self.failures -= 1
+            self.calls.append((stream, list(entries)))
+            raise self.exc
+        return await super().put_records(stream, entries)
+
+
+async def test_any_transient_failure_is_retried_by_the_one_classification() -> None:
+    """A dropped connection is a dependency failure (fraudrt.runtime.classify), whatever its type:
+    the call is retried whole within the budget, never answered as a bug."""
+    bus = FlakyBus(aiohttp.ServerDisconnectedError(), failures=2)
+    refs = await Publisher(bus, budget_seconds=5).publish(_items(4, ["s-a"], keys=4))
+    assert len(refs) == 4 and [len(e) for _, e in bus.calls] == [4, 4, 4]
+
+    down = FlakyBus(aiohttp.ServerDisconnectedError(), failures=10**9)
+    with pytest.raises(DependencyDown) as caught:
+        await Publisher(down, budget_seconds=0.3).publish(_items(2, ["s-a"], keys=2))
+    assert caught.value.dependency == "bus" and "ServerDisconnectedError" in str(caught.value)
+
+
+async def test_a_request_the_bus_refuses_for_good_is_not_retried() -> None:
+    bus = FlakyBus(StreamNotFoundError("ResourceNotFoundException", "no such stream", 400), failures=10**9)
+    with pytest.raises(DependencyDown) as caught:
+        await Publisher(bus, budget_seconds=30).publish(_items(2, ["s-a"], keys=2))
+    assert caught.value.dependency == "bus" and len(bus.calls) == 1

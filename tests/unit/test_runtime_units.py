@@ -121,6 +121,8 @@ class _Tx:
 
 
 class _Conn:
+    """Records statements; commits always succeed, reads find nothing (a fresh database)."""
+
     def __init__(self) -> None:
         self.statements: list[tuple[str, list[Any]]] = []
 
@@ -130,8 +132,15 @@ class _Conn:
     async def executemany(self, sql: str, rows: list[Any]) -> None:
         self.statements.append((sql, list(rows)))
 
+    async def execute(self, sql: str, *args: Any) -> str:
+        self.statements.append((sql, list(args)))
+        return "OK"
+
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         return []
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return None
 
 
 class _Pool:
@@ -201,28 +210,30 @@ async def test_runner_gates_other_runs_and_dead_letters_unreadable_records() -> 
     assert len(dead) == 1 and len(dead[0]) == 1
     row = dead[0][0]
     assert row[3] == "3" and row[6] == UNREADABLE_REASON and row[8] == b"{broken"
-    saved = [rows for sql, rows in pool.conn.statements if "rt_checkpoints" in sql]
-    assert saved == [[("collect", "s", "shardId-000000000000", RUN, "5", 5)]]
+    saved = [args for sql, args in pool.conn.statements if "INSERT INTO rt_checkpoints" in sql]
+    assert len(saved) == 1 and saved[0][:2] == ["collect", RUN]
+    assert saved[0][2:7] == ["s\x1f", "shardId-000000000000\x1f", "5\x1f", "5\x1f", "\x1e\x1f"], \
+        "one checkpoint row: shard 0 at seq 5 covering 5 records, no watermark (these records carry no ts_utc)"
 
 
 async def test_a_runner_that_crashes_mid_batch_reprocesses_what_it_had_in_hand() -> None:
-    # The shared reader never re-sends a delivery, so a crash that escapes the runner (here: the
-    # database refusing every commit, dead-letter included) must not drop what it took off the queue.
+    # The shared reader never re-sends a delivery, so a crash that escapes the runner (here: a bug
+    # in the database layer on every commit, dead-letter included) must not drop what it took off the queue.
     actor, pool = _Collect(), _Pool()
     ctx = ComponentContext(settings=Settings(profile="unit"), platform_run_id=RUN, pack_id="p", pool=pool)
     send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
     runner = ActorRunner(actor, ctx, receive, None, max_attempts=1)
-    original = pool.conn.executemany
+    original = pool.conn.execute
 
-    async def refuse(sql: str, rows: list[Any]) -> None:
-        raise ConnectionError("database went away")
+    async def broken(sql: str, *args: Any) -> str:
+        raise KeyError("a bug, not an outage")
 
-    pool.conn.executemany = refuse  # type: ignore[method-assign]
+    pool.conn.execute = broken  # type: ignore[method-assign]
     await send.send(_delivery(_inbound("1"), _inbound("2")))
-    with pytest.raises(ConnectionError):
+    with pytest.raises(KeyError):
         await runner.run()
     assert runner.checkpoints == {}, "nothing was committed"
-    pool.conn.executemany = original  # type: ignore[method-assign]
+    pool.conn.execute = original  # type: ignore[method-assign]
     ctx.stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(runner.run)
@@ -232,6 +243,33 @@ async def test_a_runner_that_crashes_mid_batch_reprocesses_what_it_had_in_hand()
         ctx.stopping.set()
     assert actor.seen[-2:] == ["1", "2"]
     assert runner.checkpoints[("s", "shardId-000000000000")] == "2"
+
+
+async def test_a_dependency_outage_is_waited_out_never_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fraudrt.runtime._runner.random.uniform", lambda a, b: 0.01)
+    actor, pool = _Collect(), _Pool()
+    ctx = ComponentContext(settings=Settings(profile="unit"), platform_run_id=RUN, pack_id="p", pool=pool)
+    _send, receive = anyio.create_memory_object_stream[Delivery](max_buffer_size=4)
+    runner = ActorRunner(actor, ctx, receive, None, max_attempts=1)
+    original = pool.conn.execute
+    failures = [0]
+
+    async def outage(sql: str, *args: Any) -> str:
+        if failures[0] < 12:  # far more failures than max_attempts: none of them may count
+            failures[0] += 1
+            import botocore.exceptions
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+        return await original(sql, *args)
+
+    pool.conn.execute = outage  # type: ignore[method-assign]
+    with anyio.fail_after(10):
+        await runner._process([_delivery(_inbound("1"), _inbound("2"))])
+    assert failures[0] == 12
+    assert runner.stats.dead_lettered == 0 and runner.stats.batch_failures == 0
+    assert runner.stats.dependency_failures == 12
+    assert not [sql for sql, _ in pool.conn.statements if "rt_dead_letters" in sql]
+    assert runner.checkpoints[("s", "shardId-000000000000")] == "2"
+    assert runner.health() == ("GREEN", []), "recovered"
 
 
 # --------------------------------------------------------------------------- supervision
@@ -270,6 +308,29 @@ async def test_supervise_restarts_a_crashing_body_until_it_returns(monkeypatch: 
     assert len(calls) == 3 and sup.restarts == 2 and not sup.running
     assert [e for e, _ in events] == ["component_crashed", "component_restarted"] * 2
     assert sup.last_error == "RuntimeError: crash 2"
+
+
+async def test_supervise_backoff_starts_over_after_a_healthy_period(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("fraudrt.runtime._supervisor.random.uniform", lambda a, b: 0.0)
+    clock = [0.0]
+    # The supervisor's clock only (the event loop keeps the real one).
+    monkeypatch.setattr("fraudrt.runtime._supervisor.time", __import__("types").SimpleNamespace(
+        monotonic=lambda: clock[0]))
+    runs = [0.0, 0.0, 0.0, 120.0, 0.0]  # how long each run lasts before it crashes; then it returns
+
+    async def body() -> None:
+        if not runs:
+            return
+        clock[0] += runs.pop(0)
+        raise RuntimeError("crash")
+
+    import logging
+    caplog.set_level(logging.ERROR, logger="test.backoff")
+    with anyio.fail_after(5):
+        await supervise(Supervision("x"), body, anyio.Event(), lambda e, d: None, logging.getLogger("test.backoff"))
+    delays = [r.getMessage().rsplit(" ", 1)[-1] for r in caplog.records if "restarting in" in r.getMessage()]
+    assert delays == ["0.5s", "1.0s", "2.0s", "0.5s", "1.0s"], "the fourth crash came after 120 s of health"
 
 
 def test_worst_state() -> None:
@@ -436,29 +497,6 @@ async def test_a_component_that_returns_before_the_drain_is_red_not_green() -> N
     stopping.set()
     await supervise(drained, body, stopping, lambda e, d: None, log)
     assert drained.health() == ("GREEN", [])
-
-
-async def test_a_dependency_outage_is_retried_not_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The object store down for a moment is not a poison record: nothing is dead-lettered or skipped."""
-    monkeypatch.setattr("fraudrt.runtime._runner.anyio.sleep", lambda *_a: anyio.lowlevel.checkpoint())
-    runner, actor, pool = _runner()
-    down = [True]
-    original = actor.handle
-
-    async def handle(batch: Batch) -> None:
-        if down[0]:
-            raise ConnectionRefusedError("object store down")
-        await original(batch)
-
-    actor.handle = handle  # type: ignore[method-assign]
-    batch = [_delivery(_inbound("1"), _inbound("2"))]
-    with pytest.raises(OSError):
-        await runner._process(batch)
-    assert not [rows for sql, rows in pool.conn.statements if "rt_dead_letters" in sql]
-    assert runner.checkpoints == {} and runner.stats.dead_lettered == 0
-    down[0] = False
-    await runner._process(batch)  # the supervisor's restart replays what was in hand
-    assert actor.seen == ["1", "2"] and runner.checkpoints[("s", "shardId-000000000000")] == "2"
 
 
 def test_put_records_wire_shapes_are_kinesis_json() -> None:

@@ -3,6 +3,13 @@
 `evaluate` turns one raw JSON event into either an `Admissible` (ready to claim and publish) or a
 `Rejected` (quarantine with a reason code). It never raises for bad input: anything unexpected is
 `INTERNAL_ERROR`, so a producer always gets a decision and a receipt, never a 500.
+
+Limits that exist below IG, enforced here so that an admitted event can always be stored and
+published (each check is O(1) on data the decode produced anyway):
+  * `event_id` holding U+0000: Postgres text cannot store it -> ENVELOPE_INVALID;
+  * a Kinesis record (compact envelope + partition key) over 1 MiB -> EVENT_TOO_LARGE;
+  * nesting deeper than the decoder follows (msgspec stops at Python's recursion limit, ~1,000
+    levels less the caller's stack) -> NESTING_TOO_DEEP.
 """
 
 from __future__ import annotations
@@ -36,11 +43,16 @@ SCHEMA_VERSION_NOT_ALLOWED: Final = "SCHEMA_VERSION_NOT_ALLOWED"
 SCHEMA_FAIL: Final = "SCHEMA_FAIL"
 PAYLOAD_HASH_MISMATCH: Final = "PAYLOAD_HASH_MISMATCH"
 PARTITION_KEY_MISSING: Final = "PARTITION_KEY_MISSING"
+EVENT_TOO_LARGE: Final = "EVENT_TOO_LARGE"
+NESTING_TOO_DEEP: Final = "NESTING_TOO_DEEP"
 INTERNAL_ERROR: Final = "INTERNAL_ERROR"
 
 REASON_CODES: Final = (ENVELOPE_INVALID, PINS_MISSING, SCHEMA_POLICY_MISSING, SCHEMA_VERSION_REQUIRED,
                        SCHEMA_VERSION_NOT_ALLOWED, SCHEMA_FAIL, PAYLOAD_HASH_MISMATCH, PARTITION_KEY_MISSING,
-                       INTERNAL_ERROR)
+                       EVENT_TOO_LARGE, NESTING_TOO_DEEP, INTERNAL_ERROR)
+
+# Kinesis' limit on one record: the data blob plus its partition key.
+MAX_RECORD_BYTES: Final = 1024 * 1024
 
 # Envelope keys a quarantine record keeps (scalars only; `payload` never).
 _KEPT_KEYS: Final = frozenset({"event_id", "event_type", "schema_version", "ts_utc", "producer", "parent_event_id",
@@ -105,7 +117,7 @@ def reject(index: int, raw: bytes, reason: str, detail: str, policy: Policy, fal
     if doc is msgspec.UNSET:
         try:
             doc = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             doc = None
     kept, dropped = _kept_fields(doc)
     run = kept.get("platform_run_id")
@@ -153,6 +165,9 @@ def _evaluate(index: int, raw: bytes, policy: Policy, fallback_run: str) -> Admi
         env = decode_envelope(raw)
     except EnvelopeError as exc:
         return reject(index, raw, ENVELOPE_INVALID, str(exc), policy, fallback_run)
+    if "\x00" in env.event_id:
+        return reject(index, raw, ENVELOPE_INVALID, "envelope field 'event_id': must not contain U+0000 (NUL)",
+                      policy, fallback_run)
     rule = policy.rules.get(env.event_type)
     if rule is None:
         return reject(index, raw, SCHEMA_POLICY_MISSING, f"no schema policy for event_type {env.event_type!r}",
@@ -183,11 +198,17 @@ def _evaluate(index: int, raw: bytes, policy: Policy, fallback_run: str) -> Admi
                       f"none of {['.'.join(p) for p in rule.route.key_paths]} is set", policy, fallback_run)
     run = env.platform_run_id
     assert run is not None  # every class requires platform_run_id (checked when the policy loads)
+    data = encode_envelope(env)
+    key = partition_key(key_value)
+    if len(data) + len(key) > MAX_RECORD_BYTES:
+        return reject(index, raw, EVENT_TOO_LARGE,
+                      f"the Kinesis record would be {len(data) + len(key)} bytes (envelope and partition key); "
+                      f"the limit is {MAX_RECORD_BYTES}", policy, fallback_run)
     return Admissible(
-        index=index, env=env, data=encode_envelope(env), rule=rule, platform_run_id=run,
+        index=index, env=env, data=data, rule=rule, platform_run_id=run,
         dedupe_key=ig_dedupe_key(run, rule.event_class, env.event_id),
         payload_hash=payload_hash(env.event_type, env.schema_version, env.payload),
-        partition_key=partition_key(key_value),
+        partition_key=key,
     )
 
 
@@ -195,5 +216,13 @@ def evaluate(index: int, raw: bytes, policy: Policy, fallback_run: str) -> Admis
     """Admissible or Rejected for one raw event; `fallback_run` prefixes evidence of run-less input."""
     try:
         return _evaluate(index, raw, policy, fallback_run)
+    except RecursionError:
+        # Too deep to decode at all: nothing of it can be read back for the record (doc=None).
+        return reject(index, raw, NESTING_TOO_DEEP, "JSON nested deeper than the decoder follows", policy,
+                      fallback_run, doc=None)
     except Exception as exc:  # a bug in a check must cost one event a quarantine, not the batch a 500
-        return reject(index, raw, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", policy, fallback_run)
+        detail = f"{type(exc).__name__}: {exc}"
+        try:
+            return reject(index, raw, INTERNAL_ERROR, detail, policy, fallback_run)
+        except Exception:  # not even the envelope's scalars can be read back
+            return reject(index, raw, INTERNAL_ERROR, detail, policy, fallback_run, doc=None)

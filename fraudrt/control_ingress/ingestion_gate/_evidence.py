@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ._errors import DependencyDown
+from ._errors import DependencyDown, dependency_down
 from ._s3put import LeanS3Put
 
 _ENCODER: Final = msgspec.json.Encoder()
@@ -81,12 +81,17 @@ class ObjectWriter:
             first = errors[0]
             if isinstance(first, asyncio.CancelledError):
                 raise first
-            raise DependencyDown("object_store", f"{len(errors)}/{len(bodies)} object write(s) failed: "
-                                                 f"{type(first).__name__}: {first}") from first
+            down = dependency_down("object_store", first)
+            if down is None:  # not the store's state: a bug in the request IG built
+                raise first
+            raise DependencyDown("object_store", f"{len(errors)}/{len(bodies)} object write(s) failed: {down.detail}",
+                                 retry_after=down.retry_after) from first
         self.consecutive_failures = 0
 
     async def ping(self) -> None:
+        """HeadBucket; any failure means the store cannot take receipts now (the probe's verdict)."""
         try:
             await self.s3.head_bucket(Bucket=self.bucket)
         except Exception as exc:
-            raise DependencyDown("object_store", f"{type(exc).__name__}: {exc}") from exc
+            down = dependency_down("object_store", exc)
+            raise down or DependencyDown("object_store", f"{type(exc).__name__}: {exc}") from exc

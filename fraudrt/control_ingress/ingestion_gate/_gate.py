@@ -5,8 +5,18 @@
 
 Admission is durable before anything is published (DESIGN §2). A crash after the claim leaves a
 PUBLISH_PENDING row holding the envelope; whoever next holds the claim (a retry of the same push,
-or the heal loop once the claim's lease has expired) re-publishes it, writes the receipt with the
-new eb_ref and commits, so no admission stays ambiguous. The bus may carry a duplicate, never a gap.
+or the heal, at once if the claimant's process is dead, else once the claim's lease has expired)
+re-publishes it, writes the receipt with the new eb_ref and commits, so no admission stays
+ambiguous. The bus may carry a duplicate, never a gap.
+
+Who may take a claim over: never a live request. Within this process every request and heal
+registers its claim token in `_live_tokens` before its first statement, and takes over only a row
+whose token is not live here and whose claimant is this process (a failed request of ours) or
+past the lease; the take-over is a compare-and-swap on the token it saw. Across processes, the
+store knows a dead claimant by its released instance lock (`InstanceLock`).
+
+The receipt object and the row agree: the settle writes the objects while its transaction holds the
+rows it committed (`AdmissionStore.settle`), and only for the admissions it committed.
 
 Concurrent pushes of one event: within this process the first request registers a future and the
 others wait on it (no database contention); across processes `INSERT ... ON CONFLICT DO NOTHING`
@@ -23,6 +33,7 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -47,7 +58,15 @@ from ._records import (
     Receipt,
     ReceiptBatch,
 )
-from ._store import AdmissionStore, AdmitCommit, ClaimRow, ExistingRow, QuarantineIndexRow, ReceiptIndexRow
+from ._store import (
+    AdmissionStore,
+    AdmitCommit,
+    ClaimRow,
+    ExistingRow,
+    QuarantineIndexRow,
+    ReceiptIndexRow,
+    SettleIndex,
+)
 
 log = logging.getLogger("fraudrt.ingestion_gate")
 
@@ -66,8 +85,9 @@ class GateConfig:
     environment: str
     service_release_id: str
     receipts_layout: Literal["per_event", "batch"] = "per_event"
-    # A PUBLISH_PENDING claim older than this belongs to a dead request and may be taken over. It
-    # must exceed the longest a live request can hold a claim (publish budget + S3 + Postgres timeouts).
+    # A PUBLISH_PENDING claim older than this is taken over even if its claimant's process lives
+    # (a request stuck past every budget). It must exceed the longest a live request holds a claim
+    # (publish budget + S3 + Postgres timeouts); a dead process's claims are taken at once.
     heal_lease_seconds: float = 60.0
     # How long a push waits for another request that holds the same event's claim, before 503.
     in_flight_wait_seconds: float = 2.0
@@ -93,10 +113,6 @@ class GateCounters:
     batches_total: int = 0
     in_flight_503_total: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
-
-
-# Stale claims one heal call may look through before it finds something to publish.
-_HEAL_PASSES: Final = 16
 
 
 class _Claimed(msgspec.Struct, frozen=True):
@@ -126,6 +142,17 @@ class _Evidence:
     quarantines: list[tuple[QuarantineRecord, Rejected]] = field(default_factory=list)
     duplicate_keys: dict[str, str] = field(default_factory=dict)  # receipt_id -> dedupe_key (write back ref)
     reused_refs: dict[str, str] = field(default_factory=dict)  # receipt_id -> existing ref (no rewrite)
+    # Heal only: pending rows no longer admissible, quarantined and deleted if still ours.
+    drops: dict[str, tuple[str, str]] = field(default_factory=dict)  # quarantine receipt_id -> (key, token)
+
+
+@dataclass(slots=True)
+class _Objects:
+    """The evidence objects of one settle and where each receipt lands."""
+
+    objects: list[tuple[str, object]]
+    refs: dict[str, str]  # receipt_id -> receipt_ref
+    batch_ids: dict[str, str]  # receipt_id -> batch_id (batch layout)
 
 
 def _claimed_from(a: Admissible, token: str) -> _Claimed:
@@ -160,6 +187,8 @@ class Gate:
         self.config = config
         self.counters = GateCounters()
         self._inflight: dict[str, asyncio.Future[EbRef | None]] = {}
+        # Claim tokens of this process's live requests and heals: never taken over (see the docstring).
+        self._live_tokens: set[str] = set()
         self._pins_cache: dict[tuple[object, ...], dict[str, object]] = {}
         rev = policy.rev
         self._policy_rev = PolicyRevRef(policy_id=rev.policy_id, revision=rev.revision,
@@ -277,23 +306,24 @@ class Gate:
                 self._inflight[key] = loop.create_future()
                 mine[key] = a
         committed: dict[str, EbRef] = {}
+        token = uuid.uuid4().hex
+        self._live_tokens.add(token)
         try:
-            token = uuid.uuid4().hex
             me, lease = self.config.instance_id, self.config.heal_lease_seconds
             claims = {key: _claimed_from(a, token) for key, a in mine.items()}
             rows = [ClaimRow(c.dedupe_key, c.platform_run_id, c.event_class, c.env.event_id, c.env.event_type,
                              c.payload_hash, c.stream, c.partition_key, c.profile_id, c.receipt_id, c.data)
                     for c in claims.values()]
             claimed, existing = await self.store.claim(rows, token, me, lease)
-            take: list[str] = []
+            take: dict[str, str] = {}  # dedupe_key -> the dead claim's token
             for key, a in mine.items():
                 if key in claimed:
                     continue
                 row = existing.get(key)
                 if row is None or (row.state != "ADMITTED" and row.payload_hash == a.payload_hash):
                     # Pending elsewhere: ours to take over if its claimant is gone, else wait for it.
-                    if row is not None and (row.claimed_by == me or row.stale):
-                        take.append(key)
+                    if row is not None and self._claimant_gone(row):
+                        take[key] = row.claim_token
                     else:
                         later.append(a)
                 elif row.payload_hash != a.payload_hash:
@@ -301,16 +331,13 @@ class Gate:
                 else:
                     ev.outcomes.append(self._duplicate_outcome(a, row, actor))
             if take:
-                got = await self.store.take_over(take, token, me, lease)
+                got = await self.store.take_over(take, token, me)
                 claimed |= got
                 later.extend(mine[k] for k in take if k not in got)
             to_publish = [claims[k] for k in mine if k in claimed]
             committed = await self._publish_and_settle(to_publish, ev, actor)
         finally:
-            for key in mine:
-                fut = self._inflight.pop(key)
-                if not fut.done():
-                    fut.set_result(committed.get(key))
+            self._release(token, mine, committed)
         if later:
             outcomes, unresolved = await self._decide_later(later, raws, actor)
             ev.outcomes.extend(outcomes)
@@ -319,6 +346,23 @@ class Gate:
                 raise StillInFlight(unresolved)
         ev.outcomes.sort(key=lambda o: o.index)
         return ev.outcomes
+
+    def _release(self, token: str, keys: Iterable[str], committed: dict[str, EbRef]) -> None:
+        """A request or heal is over: its token is no longer live, and whoever waits on its keys
+        learns their eb_ref (None: not committed by it; they read the row)."""
+        self._live_tokens.discard(token)
+        for key in keys:
+            fut = self._inflight.pop(key)
+            if not fut.done():
+                fut.set_result(committed.get(key))
+
+    def _claimant_gone(self, row: ExistingRow) -> bool:
+        """A pending row this request may take over: no live request of this process holds it, and
+        its claimant is this process (a request of ours that failed) or its lease is over. (A dead
+        process's claims go to the heal, which knows dead instances.)"""
+        if row.claim_token in self._live_tokens:
+            return False
+        return row.claimed_by == self.config.instance_id or row.stale
 
     async def _publish_and_settle(self, to_publish: list[_Claimed], ev: _Evidence, actor: Actor | None
                                   ) -> dict[str, EbRef]:
@@ -343,16 +387,18 @@ class Gate:
                     ev.receipts.append((o.receipt, i))
         return await self._settle(ev)
 
-    async def _settle(self, ev: _Evidence) -> dict[str, EbRef]:
-        """Write the objects, then index everything in one transaction; fills in receipt refs."""
+    def _objects(self, ev: _Evidence, skip: frozenset[str]) -> _Objects:
+        """The objects of `ev`'s receipts and quarantine records, leaving out the receipts in `skip`
+        (admissions and drops the settle did not get to decide), and where each receipt lands."""
         objects: list[tuple[str, object]] = [(quarantine_key(rec.platform_run_id, rec.quarantine_id), rec)
-                                             for rec, _ in ev.quarantines]
-        refs: dict[str, str] = dict(ev.reused_refs)  # receipt_id -> ref
+                                             for rec, r in ev.quarantines if r.receipt_id not in skip]
+        refs: dict[str, str] = dict(ev.reused_refs)
         batch_ids: dict[str, str] = {}
         if self.config.receipts_layout == "batch":
             by_run: dict[str, list[Receipt]] = {}
             for receipt, _ in ev.receipts:
-                by_run.setdefault(receipt.platform_run_id, []).append(receipt)
+                if receipt.receipt_id not in skip:
+                    by_run.setdefault(receipt.platform_run_id, []).append(receipt)
             now = utc_now_ts()
             for run, receipts in by_run.items():
                 # Named by its content's ids, so a re-settle of the same decisions rewrites the same object.
@@ -365,47 +411,67 @@ class Gate:
                     batch_ids[r.receipt_id] = batch_id
         else:
             for receipt, _ in ev.receipts:
-                key = receipt_key(receipt.platform_run_id, receipt.receipt_id)
-                objects.append((key, receipt))
-                refs[receipt.receipt_id] = self.writer.uri(key)
-        await self.writer.put_many(objects)
+                if receipt.receipt_id not in skip:
+                    key = receipt_key(receipt.platform_run_id, receipt.receipt_id)
+                    objects.append((key, receipt))
+                    refs[receipt.receipt_id] = self.writer.uri(key)
+        return _Objects(objects, refs, batch_ids)
 
-        admit_rows = []
-        admit_receipt_ids = [r.receipt_id for r, _ in ev.receipts if r.decision == "ADMIT"]
-        for (c, ref), rid in zip(ev.admits, admit_receipt_ids, strict=True):
-            admit_rows.append(AdmitCommit(c.dedupe_key, c.claim_token, ref.topic, ref.partition, ref.offset,
-                                          ref.published_at_utc or "", rid, refs[rid], batch_ids.get(rid)))
-        index_rows = []
-        for receipt, _ in ev.receipts:
-            if receipt.decision == "ADMIT":
-                continue  # indexed by the commit statement itself
-            eb = receipt.eb_ref
-            index_rows.append(ReceiptIndexRow(
-                receipt.platform_run_id, receipt.receipt_id, receipt.decision, receipt.event_id, receipt.event_type,
-                receipt.event_class, receipt.dedupe_key, list(receipt.reason_codes), eb.topic if eb else None,
-                eb.partition if eb else None, eb.offset if eb else None, refs[receipt.receipt_id],
-                batch_ids.get(receipt.receipt_id)))
-        q_rows = [QuarantineIndexRow(rec.platform_run_id, rec.quarantine_id, r.event_id, r.event_type, r.reason,
-                                     r.detail, self.writer.uri(quarantine_key(rec.platform_run_id, rec.quarantine_id)),
-                                     r.receipt_id) for rec, r in ev.quarantines]
-        dup_refs = [(key, refs[rid]) for rid, key in ev.duplicate_keys.items()]
-        committed_keys = await self.store.settle(admit_rows, index_rows, q_rows, dup_refs)
+    async def _settle(self, ev: _Evidence) -> dict[str, EbRef]:
+        """Commit what our claims still hold, write exactly its objects (rows locked meanwhile),
+        index everything; fills in receipt refs. Raises `StillInFlight` if a claim was taken over."""
+        # What the commit statement writes: each ADMIT receipt's ref as if every admission commits.
+        planned = self._objects(ev, frozenset())
+        admit_rows = [AdmitCommit(c.dedupe_key, c.claim_token, ref.topic, ref.partition, ref.offset,
+                                  ref.published_at_utc or "", c.receipt_id, planned.refs[c.receipt_id],
+                                  planned.batch_ids.get(c.receipt_id)) for c, ref in ev.admits]
+        final = planned
+        undecided: frozenset[str] = frozenset()
 
-        lost = [c for c, _ in ev.admits if c.dedupe_key not in committed_keys]
-        committed = {c.dedupe_key: ref for c, ref in ev.admits if c.dedupe_key in committed_keys}
+        async def evidence(decided: set[str]) -> SettleIndex:
+            nonlocal final, undecided
+            undecided = frozenset([c.receipt_id for c, _ in ev.admits if c.dedupe_key not in decided]
+                                  + [rid for rid, (key, _) in ev.drops.items() if key not in decided])
+            if undecided:
+                final = self._objects(ev, undecided)
+            await self.writer.put_many(final.objects)
+            admit_refs = [(c.dedupe_key, final.refs[c.receipt_id], final.batch_ids.get(c.receipt_id))
+                          for c, _ in ev.admits
+                          if c.dedupe_key in decided and final.refs[c.receipt_id] != planned.refs[c.receipt_id]]
+            receipts = []
+            for receipt, _ in ev.receipts:
+                if receipt.decision == "ADMIT" or receipt.receipt_id in undecided:
+                    continue  # ADMITs are indexed by their commit statement
+                eb = receipt.eb_ref
+                receipts.append(ReceiptIndexRow(
+                    receipt.platform_run_id, receipt.receipt_id, receipt.decision, receipt.event_id,
+                    receipt.event_type, receipt.event_class, receipt.dedupe_key, list(receipt.reason_codes),
+                    eb.topic if eb else None, eb.partition if eb else None, eb.offset if eb else None,
+                    final.refs[receipt.receipt_id], final.batch_ids.get(receipt.receipt_id)))
+            quarantines = [
+                QuarantineIndexRow(rec.platform_run_id, rec.quarantine_id, r.event_id, r.event_type, r.reason,
+                                   r.detail, self.writer.uri(quarantine_key(rec.platform_run_id, rec.quarantine_id)),
+                                   r.receipt_id)
+                for rec, r in ev.quarantines if r.receipt_id not in undecided]
+            dup_refs = [(key, final.refs[rid]) for rid, key in ev.duplicate_keys.items()]
+            return SettleIndex(receipts, quarantines, dup_refs, admit_refs)
+
+        drops = list(ev.drops.values())
+        decided = await self.store.settle(admit_rows, evidence, drops)
+
+        lost = [c for c, _ in ev.admits if c.dedupe_key not in decided]
+        committed = {c.dedupe_key: ref for c, ref in ev.admits if c.dedupe_key in decided}
         for i, o in enumerate(ev.outcomes):
-            ev.outcomes[i] = Outcome(o.index, o.decision, o.receipt, refs.get(o.receipt.receipt_id, o.receipt_ref),
-                                     o.event_id, o.reason_codes, o.eb_ref)
-        self._count(ev.outcomes, exclude={c.index for c in lost})
+            ref = final.refs.get(o.receipt.receipt_id, o.receipt_ref)
+            ev.outcomes[i] = Outcome(o.index, o.decision, o.receipt, ref, o.event_id, o.reason_codes, o.eb_ref)
+        self._count([o for o in ev.outcomes if o.receipt.receipt_id not in undecided])
         if lost:
             # Another claimant took these over (our claim outlived its lease): its commit is the truth.
             raise StillInFlight([c.env.event_id for c in lost])
         return committed
 
-    def _count(self, outcomes: list[Outcome], exclude: set[int]) -> None:
+    def _count(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            if o.index in exclude:
-                continue
             if o.decision == "ADMIT":
                 self.counters.admit_total += 1
             elif o.decision == "DUPLICATE":
@@ -455,40 +521,47 @@ class Gate:
 
     # ------------------------------------------------------------------ healing
 
-    async def heal_once(self, claims: int = 1, *, startup: bool = False) -> int:
-        """Re-publish the PUBLISH_PENDING admissions of up to `claims` expired claims (a claim is one
-        push's batch); returns how many were settled.
+    async def heal_once(self, claims: int = 1) -> int:
+        """Take up to `claims` orphaned claims (a claim is one push's batch): past the lease, or made
+        by a dead instance, and held by no live request of this process. Their pending rows are
+        re-published and settled; a stored envelope the current policy refuses (over the record
+        limit, say) is quarantined and its row deleted, so it is not retried forever.
 
-        `startup`: also take every claim made under this instance id, whatever its age. The id
-        names the bound address (host:port), which only one live process can hold, so such claims
-        belong to a dead predecessor: a restart heals them at once instead of after the lease.
+        Returns how many claims were consumed (0: nothing orphaned is left).
         """
         me = self.config.instance_id
-        claimed: list[_Claimed] = []
-        # A stale claim can leave nothing to publish (its rows settled or taken over since, or
-        # skipped below): go on to the next one rather than report "nothing left". Bounded, since
-        # at startup the claims this loop re-records under our own id match again at once.
-        for _ in range(_HEAL_PASSES):
-            token = uuid.uuid4().hex
+        token = uuid.uuid4().hex
+        self._live_tokens.add(token)
+        mine: list[str] = []
+        committed: dict[str, EbRef] = {}
+        try:
             consumed, rows = await self.store.claim_orphans(token, me, self.config.heal_lease_seconds, claims,
-                                                            predecessor=me if startup else None)
+                                                            self._live_tokens)
             if not consumed:
                 return 0
+            loop = asyncio.get_running_loop()
+            claimed: list[_Claimed] = []
+            ev = _Evidence()
             for row in rows:
-                if row.dedupe_key in self._inflight:
-                    continue
+                if row.dedupe_key not in self._inflight:  # else a push of ours waits on its own future
+                    self._inflight[row.dedupe_key] = loop.create_future()
+                    mine.append(row.dedupe_key)
                 # The stored envelope re-derives its own route and key under the current policy.
                 res = evaluate(0, row.data, self.policy, self.config.fallback_run)
-                if not isinstance(res, Admissible) or res.dedupe_key != row.dedupe_key:
-                    log.error("pending admission %s no longer passes the policy; left pending", row.dedupe_key)
-                    continue
-                claimed.append(_claimed_from(res, row.claim_token))
-            if claimed:
-                break
-        if not claimed:
-            return 0
-        ev = _Evidence()
-        committed = await self._publish_and_settle(claimed, ev, None)
-        self.counters.healed_total += len(committed)
-        log.warning("IG healed %d pending admission(s) (re-published; consumers dedupe)", len(committed))
-        return len(committed)
+                if isinstance(res, Rejected):
+                    log.error("pending admission %s is no longer admissible (%s: %s): quarantined",
+                              row.dedupe_key, res.reason, res.detail)
+                    self._quarantine(res, None, ev)
+                    ev.drops[res.receipt_id] = (row.dedupe_key, row.claim_token)
+                elif res.dedupe_key != row.dedupe_key:
+                    log.error("pending admission %s is now dedupe key %s under the current policy; left "
+                              "pending", row.dedupe_key, res.dedupe_key)
+                else:
+                    claimed.append(_claimed_from(res, row.claim_token))
+            if claimed or ev.drops:
+                committed = await self._publish_and_settle(claimed, ev, None)
+                self.counters.healed_total += len(committed)
+                log.warning("IG healed %d pending admission(s) (re-published; consumers dedupe)", len(committed))
+            return int(consumed)
+        finally:
+            self._release(token, mine, committed)

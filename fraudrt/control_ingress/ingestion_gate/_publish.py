@@ -3,6 +3,9 @@
 Per stream, records go out in order in chunks of 500; streams go out concurrently. Only the entries
 Kinesis reports failed are retried (with backoff), inside a time budget; a call whose outcome is
 unknown is retried whole, which can put a duplicate on the bus, never a gap (consumers dedupe).
+Whether a failed call is worth retrying is `fraudrt.runtime.classify`'s verdict; a call the bus
+refuses for good (a missing stream) is `DependencyDown("bus")` at once. No single record is
+refused for its size or key: admission quarantines those (`EVENT_TOO_LARGE`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from typing import Protocol
 import msgspec
 
 from fraudrt.contracts import utc_now_ts
-from fraudrt.runtime import BusError, PutEntry, PutResult, shard_number
+from fraudrt.runtime import PutEntry, PutResult, classify, shard_number
 
-from ._errors import DependencyDown
+from ._errors import DependencyDown, dependency_down
 from ._records import EbRef
 
 MAX_PUT_RECORDS = 500  # the PutRecords limit (KinesisBus refuses more)
@@ -70,14 +73,15 @@ class Publisher:
                 results = await self.bus.put_records(
                     stream, [PutEntry(items[i].data, items[i].partition_key) for i in pending])
                 self.stats.calls_total += 1
-            except BusError as exc:
+            except Exception as exc:
                 self.stats.failed_calls_total += 1
                 self.stats.consecutive_failures += 1
-                if not exc.retriable:
-                    raise DependencyDown("bus", f"{stream}: {exc.code}: {exc}") from exc
+                failure = classify(exc)
+                if not failure.transient:
+                    raise DependencyDown("bus", f"{stream}: {failure.code}: {exc}") from exc
                 results = []
                 failed = pending
-                last = f"{exc.code}: {exc}"
+                last = f"{failure.code}: {exc}"
             else:
                 self.stats.consecutive_failures = 0
                 failed = []
@@ -145,9 +149,10 @@ class Publisher:
             if isinstance(res, BaseException):
                 if isinstance(res, DependencyDown):
                     raise res
-                if isinstance(res, OSError | TimeoutError):
-                    raise DependencyDown("bus", f"{stream}: {res!r}") from res
-                raise res
+                down = dependency_down("bus", res)
+                if down is None:
+                    raise res
+                raise down from res
             for i, ref in zip(by_stream[stream], res, strict=True):
                 out[i] = ref
         return [r for r in out if r is not None]

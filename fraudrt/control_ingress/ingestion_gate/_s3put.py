@@ -30,9 +30,22 @@ _CONN_ERRORS: Final = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverru
 
 
 class S3PutError(Exception):
+    """A PUT the object store answered with an error status."""
+
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"S3 PUT answered {status}: {body[:200]}")
         self.status = status
+
+    @property
+    def failure_kind(self) -> str:
+        """This error in `fraudrt.runtime.classify`'s terms. A receipt PUT names IG's own object, so
+        only a plain 4xx is a request error (ours); a missing bucket (404), refused credentials
+        and every 5xx are the store's state."""
+        if self.status == 429:
+            return "THROTTLED"
+        if self.status >= 500 or self.status in (401, 403, 404, 408, 409):
+            return "DEPENDENCY"
+        return "RECORD"
 
 
 class _Conn:

@@ -1,20 +1,21 @@
 """`IngestionGate`: the IG service in a pack's event loop (or standalone via `fraudrt ig serve`).
 
-Runs the aiohttp server until `ctx.stopping`, then drains in-flight requests. Beside it: a probe
-loop (Postgres `SELECT 1`, S3 `HeadBucket`, Kinesis `ListShards` of every routed stream) that keeps
-health current, a heal loop that re-publishes admissions left PUBLISH_PENDING by a dead request,
-and a periodic `IG summary admit=… duplicate=… quarantine=…` log line.
+Startup: take this process's instance lock (its liveness in Postgres, under an id unique to the
+process), heal the claims of dead instances (a predecessor killed mid-push), and only then open
+the HTTP site. Runs the aiohttp server until `ctx.stopping`, then drains in-flight requests.
+Beside it: a probe loop (Postgres `SELECT 1` and the instance lock, S3 `HeadBucket`, Kinesis
+`ListShards` of every routed stream) that keeps health current, a heal loop that re-publishes
+admissions left PUBLISH_PENDING by a dead request, and a periodic `IG summary admit=… duplicate=…
+quarantine=…` log line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import socket
 import time
-import uuid
 from contextlib import AsyncExitStack, suppress
 from typing import Any, ClassVar
 
@@ -32,7 +33,7 @@ from ._http import IgHttp
 from ._policy import Policy, load_policy
 from ._publish import Publisher
 from ._s3put import LeanS3Put
-from ._store import AdmissionStore
+from ._store import AdmissionStore, InstanceLock
 
 # The contract name (the pack routes it to logs/ig_service.log), whatever logger the context carries.
 log = logging.getLogger("fraudrt.ingestion_gate")
@@ -59,6 +60,7 @@ class IngestionGate(Service):
         self._deps: dict[str, tuple[bool, str, float]] = {}
         self._publisher: Publisher | None = None
         self._writer: ObjectWriter | None = None
+        self._http: IgHttp | None = None
         self._started = time.monotonic()
 
     # ------------------------------------------------------------------ health and metrics
@@ -108,6 +110,8 @@ class IngestionGate(Service):
             "publish_calls_total": self._publisher.stats.calls_total if self._publisher else 0,
             "receipt_objects_total": self._writer.puts_total if self._writer else 0,
         }
+        if self._http is not None:
+            out.update(self._http.limits.metrics())
         for reason, n in c.reasons.items():
             out[f"quarantine_reason_{reason}_total"] = n
         return out
@@ -120,11 +124,12 @@ class IngestionGate(Service):
 
     # ------------------------------------------------------------------ background loops
 
-    async def _probe(self, store: AdmissionStore, writer: ObjectWriter, bus: KinesisBus, streams: tuple[str, ...]
-                     ) -> None:
+    async def _probe(self, store: AdmissionStore, lock: InstanceLock, writer: ObjectWriter, bus: KinesisBus,
+                     streams: tuple[str, ...]) -> None:
         async def db() -> None:
             try:
                 await store.ping()
+                await lock.ensure()  # re-taken after a Postgres restart broke its session
                 self._mark("ops_db", True)
             except DependencyDown as exc:
                 self._mark("ops_db", False, exc.detail)
@@ -153,18 +158,36 @@ class IngestionGate(Service):
             await self._probe(*args)
             await self._sleep(ctx, interval)
 
-    async def _heal_loop(self, ctx: ComponentContext, gate: Gate, interval: float) -> None:
-        startup = True
+    async def _instance(self, ctx: ComponentContext, lock: InstanceLock) -> str | None:
+        """Take the instance lock, waiting for Postgres as long as it takes (no push is accepted
+        meanwhile: the site opens later); None if stopped first."""
+        delay = 0.5
         while not ctx.stopping.is_set():
             try:
-                while await gate.heal_once(startup=startup) > 0:
-                    pass
-                startup = False
-            except (DependencyDown, StillInFlight) as exc:
-                log.warning("IG heal deferred: %s", exc)
-            except Exception:
-                log.exception("IG heal failed")
+                return await lock.acquire(f"ig@{socket.gethostname()}/{os.getpid()}")
+            except DependencyDown as exc:
+                self._mark("ops_db", False, exc.detail)
+                log.warning("IG waiting for Postgres before it opens: %s", exc.detail)
+            await self._sleep(ctx, delay)
+            delay = min(5.0, delay * 2)
+        return None
+
+    @staticmethod
+    async def _heal(gate: Gate, budget: float) -> None:
+        """Heal orphaned claims until none is left or `budget` seconds are spent."""
+        deadline = time.monotonic() + budget
+        try:
+            while await gate.heal_once() > 0 and time.monotonic() < deadline:
+                pass
+        except (DependencyDown, StillInFlight) as exc:
+            log.warning("IG heal deferred: %s", exc)
+        except Exception:
+            log.exception("IG heal failed")
+
+    async def _heal_loop(self, ctx: ComponentContext, gate: Gate, interval: float) -> None:
+        while not ctx.stopping.is_set():
             await self._sleep(ctx, interval)
+            await self._heal(gate, interval * 4)
 
     async def _summary_loop(self, ctx: ComponentContext, interval: float) -> None:
         while not ctx.stopping.is_set():
@@ -195,10 +218,18 @@ class IngestionGate(Service):
         crash_hook = os.environ.get(CRASH_HOOK_ENV) or None
         port = int(ctx.options.get("port", settings.ig.port))
         host = str(ctx.options.get("host", settings.ig.host))
+        db_timeout = _option(ctx, "db_timeout_seconds", "IG_DB_TIMEOUT_SECONDS", 5.0)
         async with AsyncExitStack() as stack:
             bus = await stack.enter_async_context(KinesisBus(settings.kinesis))
             s3 = await stack.enter_async_context(s3_client(settings.s3, max_pool_connections=concurrency))
-            store = AdmissionStore(ctx.pool, timeout=_option(ctx, "db_timeout_seconds", "IG_DB_TIMEOUT_SECONDS", 5.0))
+            store = AdmissionStore(ctx.pool, timeout=db_timeout)
+            # Unique per process (two IGs on one host, a restart on the port its predecessor still
+            # drains): the claims a process makes are healed at once when its lock is gone, and only then.
+            lock = InstanceLock(ctx.pool, timeout=db_timeout)
+            stack.push_async_callback(lock.release)
+            instance_id = await self._instance(ctx, lock)
+            if instance_id is None:
+                return
             lean = None
             if LeanS3Put.supported(settings.s3) and os.environ.get("IG_S3_CLIENT", "lean") == "lean":
                 lean = await stack.enter_async_context(LeanS3Put(settings.s3, concurrency=concurrency))
@@ -208,36 +239,39 @@ class IngestionGate(Service):
                 lanes=int(ctx.options.get("publish_lanes", settings.ig.publish_lanes)))
             config = GateConfig(
                 bucket=settings.buckets.platform, fallback_run=ctx.platform_run_id,
-                # Provisional: replaced by ig@<hostname>:<bound port> once the socket is bound.
-                instance_id=f"ig-{os.getpid()}-{uuid.uuid4().hex[:8]}", environment=settings.profile,
+                instance_id=instance_id, environment=settings.profile,
                 service_release_id=os.environ.get("SERVICE_RELEASE_ID", f"fraudrt-{fraudrt.__version__}"),
                 receipts_layout=settings.ig.receipts_layout, heal_lease_seconds=heal_lease, crash_hook=crash_hook)
             self.gate = gate = Gate(policy, store, publisher, writer, config)
-            http = IgHttp(gate, keys, self.health_body, max_body_bytes=settings.ig.max_body_bytes,
-                          max_batch_events=settings.ig.max_batch_events, on_dependency_down=self.on_dependency_down)
+            self._http = http = IgHttp(
+                gate, keys, self.health_body, max_body_bytes=settings.ig.max_body_bytes,
+                max_batch_events=settings.ig.max_batch_events, on_dependency_down=self.on_dependency_down,
+                max_pushes_in_flight=int(ctx.options.get("max_pushes_in_flight", settings.ig.max_pushes_in_flight)),
+                max_bytes_in_flight=int(ctx.options.get("max_bytes_in_flight", settings.ig.max_bytes_in_flight)))
             runner = web.AppRunner(http.app(), access_log=None,
                                    shutdown_timeout=_option(ctx, "drain_seconds", "IG_DRAIN_SECONDS", 15.0))
             await runner.setup()
+            heal_interval = _option(ctx, "heal_interval_seconds", "IG_HEAL_INTERVAL_SECONDS",
+                                    max(0.2, min(5.0, heal_lease / 2)))
             try:
+                await self._probe(store, lock, writer, bus, policy.streams)
+                # Before the site accepts a push: what a dead predecessor left pending is published
+                # now, not raced by the producer's retries of the same events.
+                await self._heal(gate, _option(ctx, "startup_heal_seconds", "IG_STARTUP_HEAL_SECONDS", 30.0))
                 site = web.TCPSite(runner, host, port)
                 await site.start()
                 server = getattr(site, "_server", None)
                 sockets = getattr(server, "sockets", None) or []
                 self.port = sockets[0].getsockname()[1] if sockets else port
-                # No await since site.start(): no request has used the provisional id.
-                gate.config = dataclasses.replace(config, instance_id=f"ig@{socket.gethostname()}:{self.port}")
-                log.info("IG listening on %s:%d (policy %s %s, receipts %s, %d stream(s))", host, self.port,
-                         policy.rev.revision, policy.rev.content_digest[:12], settings.ig.receipts_layout,
+                log.info("IG %s listening on %s:%d (policy %s %s, receipts %s, %d stream(s))", instance_id, host,
+                         self.port, policy.rev.revision, policy.rev.content_digest[:12], settings.ig.receipts_layout,
                          len(policy.streams))
-                await self._probe(store, writer, bus, policy.streams)
                 self.ready.set()
                 tasks = [
                     asyncio.create_task(self._probe_loop(
                         ctx, _option(ctx, "probe_interval_seconds", "IG_PROBE_INTERVAL_SECONDS", 5.0),
-                        store, writer, bus, policy.streams)),
-                    asyncio.create_task(self._heal_loop(
-                        ctx, gate, _option(ctx, "heal_interval_seconds", "IG_HEAL_INTERVAL_SECONDS",
-                                           max(0.2, min(5.0, heal_lease / 2))))),
+                        store, lock, writer, bus, policy.streams)),
+                    asyncio.create_task(self._heal_loop(ctx, gate, heal_interval)),
                     asyncio.create_task(self._summary_loop(
                         ctx, _option(ctx, "summary_interval_seconds", "IG_SUMMARY_INTERVAL_SECONDS", 30.0))),
                 ]

@@ -5,40 +5,31 @@ one settle transaction (admissions as a HOT update, the claim's release, receipt
 quarantines). Text columns travel packed (`fraudrt.runtime.pack_columns`: one delimited text per
 column, split by the server), which costs the event loop ~1 µs per row instead of ~1 µs per value.
 Statements answer with a row count, not a row per event: the rows are read back only when the
-count says some event was not ours. Connection-level failures become
-`DependencyDown("ops_db")`.
+count says some event was not ours. Failures are judged by `fraudrt.runtime.classify`: a transient
+one (unreachable, restarting, read-only, refused login, timeout) is `DependencyDown("ops_db")`, a
+value Postgres refuses for good is `InvalidInput`, anything else is a bug and propagates.
+
+Who holds a claim: every row and claim records its claimant's instance id (unique per process),
+and each IG process holds a session advisory lock named by that id for its whole life
+(`InstanceLock`). A claim whose claimant holds no lock belongs to a dead process and is healed at
+once; a live claimant's claim only once it is older than the lease. Within a process, the claim
+tokens of live requests are passed to the statements that take claims over, which never take them.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from contextlib import asynccontextmanager, suppress
 from typing import Any, Final
 
-import asyncpg
 import msgspec
 
 from fraudrt.contracts import ig_receipt_id
-from fraudrt.runtime import pack_columns, split_sql
+from fraudrt.runtime import FailureKind, classify, pack_columns, split_sql
 
-from ._errors import DependencyDown
-
-# Failures that mean "Postgres is not reachable right now" (or a transient conflict: deadlock,
-# serialization), as opposed to a bug in a statement: answered 503, safe to retry as is.
-DB_DOWN_ERRORS: Final = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.TransactionRollbackError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    # A refused login or a missing database: IG cannot work until an operator fixes it, and a 503
-    # with the reason (not a 500, not a crashed probe) is what says so.
-    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
-    asyncpg.exceptions.InvalidCatalogNameError,
-    OSError,
-    TimeoutError,
-)
+from ._errors import DependencyDown, InvalidInput, StillInFlight, dependency_down
 
 
 class ClaimRow(msgspec.Struct, frozen=True):
@@ -116,6 +107,40 @@ class QuarantineIndexRow(msgspec.Struct, frozen=True):
     receipt_id: str
 
 
+class SettleIndex(msgspec.Struct, frozen=True):
+    """What a settle indexes besides its admissions, known once the evidence objects are written."""
+
+    receipts: list[ReceiptIndexRow] = msgspec.field(default_factory=list)
+    quarantines: list[QuarantineIndexRow] = msgspec.field(default_factory=list)
+    duplicate_refs: list[tuple[str, str]] = msgspec.field(default_factory=list)  # (dedupe_key, receipt_ref)
+    # (dedupe_key, receipt_ref, batch_id) of committed admissions whose receipt landed in another
+    # object than the commit statement named (batch layout, after some of the batch was taken over).
+    admit_refs: list[tuple[str, str, str | None]] = msgspec.field(default_factory=list)
+
+
+# Given the keys the settle transaction decided (committed admissions, dropped rows), writes the
+# evidence objects of exactly those (plus the batch's duplicates and quarantines) and says what to index.
+Evidence = Callable[[set[str]], Awaitable[SettleIndex]]
+
+
+def _pg_text(value: str | None) -> str | None:
+    # Postgres text cannot hold NUL. Index rows of quarantined input may carry one (an event id
+    # with "\u0000" is valid JSON); the evidence object keeps the exact value, the index a stand-in.
+    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
+
+
+def _db_failure(exc: Exception) -> Exception:
+    """What IG raises for a failure of Postgres or its client: `DependencyDown("ops_db")` if
+    transient, `InvalidInput` if Postgres refused a value for good, else `exc` itself (a bug)."""
+    down = dependency_down("ops_db", exc)
+    if down is not None:
+        return down
+    failure = classify(exc)
+    if failure.kind == FailureKind.RECORD:
+        return InvalidInput(failure.code, f"{type(exc).__name__}: {exc}")
+    return exc
+
+
 def _cols(rows: Sequence[Any], *names: str) -> list[list[Any]]:
     return [[getattr(r, n) for r in rows] for n in names]
 
@@ -168,39 +193,73 @@ def _record_claim(source: str, token: str, claimed_by: str) -> str:
 
 _SELECT_SQL: Final = f"SELECT {_EXISTING_COLS} FROM ig_admissions a WHERE a.dedupe_key = ANY($1::text[])"
 
+# A take-over is a compare-and-swap on the claim token the caller saw: it takes exactly the claim
+# it judged dead (its own failed request's, or one past the lease), never one taken since.
 _TAKEOVER_SQL: Final = f"""
 WITH taken AS (
-    UPDATE ig_admissions SET claim_token = $2, claimed_by = $3, claimed_at = now(),
+    UPDATE ig_admissions a SET claim_token = $5, claimed_by = $6, claimed_at = now(),
            publish_attempts = publish_attempts + 1
-     WHERE dedupe_key = ANY($1::text[]) AND state = 'PUBLISH_PENDING'
-       AND (claimed_by = $3 OR claimed_at < now() - make_interval(secs => $4::float8))
-    RETURNING dedupe_key, claim_token, data
-), recorded AS ({_record_claim("taken", "$2", "$3")})
-SELECT dedupe_key, claim_token, data FROM taken
+      FROM unnest({", ".join(split_sql(2))}) AS u(dedupe_key, seen)
+     WHERE a.dedupe_key = u.dedupe_key AND a.claim_token = u.seen AND a.state = 'PUBLISH_PENDING'
+    RETURNING a.dedupe_key
+), recorded AS ({_record_claim("taken", "$5", "$6")})
+SELECT dedupe_key FROM taken
 """
 
-# Stale claims (past the lease, or, at startup, every claim of this instance's dead predecessor)
-# are consumed whole; of their keys, the rows still pending under a stale claim of their own are
-# taken under a new claim, recorded like any other. A key whose row another claimant took over
-# since is left to that claimant's record.
+# Liveness: each IG process holds a session advisory lock (two-key form: this namespace and the
+# 32-bit hashtext of its instance id) for its life; Postgres drops it with the session, so a
+# claimant whose lock is gone is dead. A hash collision can only make a dead claimant look alive
+# (its claims then wait for the lease), never the reverse.
+_LOCK_NS: Final = 0x49470001
+_LOCK_SQL: Final = f"SELECT pg_try_advisory_lock({_LOCK_NS}, hashtext($1::text))"
+_UNLOCK_SQL: Final = f"SELECT pg_advisory_unlock({_LOCK_NS}, hashtext($1::text))"
+_LIVE_CTE: Final = f"""live AS (
+    SELECT l.objid::bigint AS h FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = {_LOCK_NS}
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"""
+
+
+def _orphaned(alias: str) -> str:
+    """SQL: the claim (ig_claims row or ig_admissions row `alias`) is past the lease ($3) or its
+    claimant is dead, and no live request of the healing process holds it ($5)."""
+    return (f"({alias}.claimed_at < now() - make_interval(secs => $3::float8)"
+            f" OR (hashtext({alias}.claimed_by)::bigint & 4294967295) NOT IN (SELECT h FROM live))"
+            f" AND {alias}.claim_token <> ALL($5::text[])")
+
+
+# Orphaned claims are consumed whole; of their keys, the rows still pending under an orphaned claim
+# of their own are taken under a new claim, recorded like any other. A key another live claimant
+# took over since is left to that claimant's record.
 _HEAL_SQL: Final = f"""
-WITH stale AS (
+WITH {_LIVE_CTE}, stale AS (
     DELETE FROM ig_claims c
      WHERE c.claim_token IN (
-           SELECT claim_token FROM ig_claims
-            WHERE claimed_at < now() - make_interval(secs => $3::float8) OR claimed_by = $5::text
-            ORDER BY claimed_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+           SELECT x.claim_token FROM ig_claims x WHERE {_orphaned("x")}
+            ORDER BY x.claimed_at LIMIT $4 FOR UPDATE SKIP LOCKED)
     RETURNING c.dedupe_keys
 ), taken AS (
     UPDATE ig_admissions a SET claim_token = $1, claimed_by = $2, claimed_at = now(),
            publish_attempts = publish_attempts + 1
       FROM (SELECT DISTINCT unnest(dedupe_keys) AS dedupe_key FROM stale) AS p
-     WHERE a.dedupe_key = p.dedupe_key AND a.state = 'PUBLISH_PENDING'
-       AND (a.claimed_at < now() - make_interval(secs => $3::float8) OR a.claimed_by = $5::text)
+     WHERE a.dedupe_key = p.dedupe_key AND a.state = 'PUBLISH_PENDING' AND {_orphaned("a")}
     RETURNING a.dedupe_key, a.claim_token, a.data
 ), recorded AS ({_record_claim("taken", "$1", "$2")})
 SELECT (SELECT count(*) FROM stale) AS consumed, t.dedupe_key, t.claim_token, t.data
   FROM (SELECT 1) AS one LEFT JOIN taken AS t ON true
+"""
+
+# A pending row the heal found no longer admissible (over the record limit, or refused by a changed
+# policy) is quarantined: its row goes, in the settle transaction, if the heal's claim still holds it.
+_DROP_SQL: Final = f"""
+DELETE FROM ig_admissions a USING unnest({", ".join(split_sql(2))}) AS u(dedupe_key, claim_token)
+ WHERE a.dedupe_key = u.dedupe_key AND a.claim_token = u.claim_token AND a.state = 'PUBLISH_PENDING'
+RETURNING a.dedupe_key, a.claim_token
+"""
+
+_ADMIT_REFS_SQL: Final = f"""
+UPDATE ig_admissions a SET receipt_ref = u.receipt_ref, receipt_batch_id = u.batch_id
+  FROM unnest({", ".join(split_sql(3))}) AS u(dedupe_key, receipt_ref, batch_id)
+ WHERE a.dedupe_key = u.dedupe_key
 """
 
 # A claim whose every key is settled is done; one with keys left pending (skipped, or lost to a
@@ -291,8 +350,13 @@ class AdmissionStore:
         try:
             async with self.pool.acquire(timeout=self.timeout) as conn:
                 yield conn
-        except DB_DOWN_ERRORS as exc:
-            raise DependencyDown("ops_db", f"{type(exc).__name__}: {exc}") from exc
+        except (DependencyDown, StillInFlight, InvalidInput):
+            raise  # already decided (a settle's evidence callback runs inside the transaction)
+        except Exception as exc:
+            err = _db_failure(exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     async def ping(self) -> None:
         async with self._conn() as conn:
@@ -323,27 +387,41 @@ class AdmissionStore:
         records = await conn.fetch(_SELECT_SQL, list(keys), lease, timeout=self.timeout)
         return {r["dedupe_key"]: _existing(r) for r in records}
 
-    async def take_over(self, keys: Sequence[str], token: str, me: str, lease: float) -> set[str]:
-        """Re-claim PENDING rows whose claimant is gone (our own failed request, or an expired lease)."""
-        if not keys:
+    async def take_over(self, seen: dict[str, str], token: str, me: str) -> set[str]:
+        """Re-claim PENDING rows still under the claim token the caller saw (dedupe_key -> token):
+        a claim the caller judged dead. Returns the keys now under `token`."""
+        if not seen:
             return set()
+        cols = pack_columns([list(seen), list(seen.values())])
         async with self._conn() as conn:
-            records = await conn.fetch(_TAKEOVER_SQL, list(keys), token, me, lease, timeout=self.timeout)
+            records = await conn.fetch(_TAKEOVER_SQL, *cols, token, me, timeout=self.timeout)
         return {r["dedupe_key"] for r in records}
 
     async def claim_orphans(self, token: str, me: str, lease: float, claims: int,
-                            predecessor: str | None = None) -> tuple[int, list[HealRow]]:
-        """Take over up to `claims` stale claims (past their lease, or, at startup, every claim of
-        `predecessor`): (how many claims were consumed, their rows still pending, now under `token`)."""
+                            live_tokens: Collection[str] = ()) -> tuple[int, list[HealRow]]:
+        """Take over up to `claims` orphaned claims (past the lease, or made by a dead instance) that
+        hold none of `live_tokens` (the live requests of the caller's process): (how many claims
+        were consumed, their rows still pending and orphaned, now under `token`)."""
         async with self._conn() as conn:
-            records = await conn.fetch(_HEAL_SQL, token, me, lease, claims, predecessor, timeout=self.timeout)
+            records = await conn.fetch(_HEAL_SQL, token, me, lease, claims, list(live_tokens), timeout=self.timeout)
         consumed = records[0]["consumed"] if records else 0
         return consumed, [HealRow(r["dedupe_key"], r["claim_token"], bytes(r["data"])) for r in records if r["data"]]
 
-    async def settle(self, admits: Sequence[AdmitCommit], receipts: Sequence[ReceiptIndexRow],
-                     quarantines: Sequence[QuarantineIndexRow], duplicate_refs: Sequence[tuple[str, str]]) -> set[str]:
-        """One transaction: ADMITTED + eb_ref for our claims, then the index rows. Returns the keys committed."""
-        committed: set[str] = set()
+    async def settle(self, admits: Sequence[AdmitCommit], evidence: Evidence,
+                     drops: Sequence[tuple[str, str]] = ()) -> set[str]:
+        """One transaction: ADMITTED + eb_ref for the rows our claims still hold (and, for `drops`,
+        (dedupe_key, claim_token) of pending rows found inadmissible, their deletion); then, with
+        those rows locked, `evidence` writes the objects of exactly what was decided; then the index
+        rows. Returns the keys decided.
+
+        Holding the row locks across the object writes is what keeps an ADMIT receipt object and its
+        row in agreement: no other claimant can take a row over (or commit it) while its object is
+        written, and one that took it over before finds nothing to commit and writes nothing. A
+        crash or failure before COMMIT leaves the row pending, and whoever commits it later
+        rewrites the object with the eb_ref it commits.
+        """
+        decided: set[str] = set()
+        settled: Counter[str] = Counter()
         async with self._conn() as conn, conn.transaction():
             if admits:  # also their receipts' index entries (see _COMMIT_SQL)
                 cols = pack_columns([
@@ -352,31 +430,47 @@ class AdmissionStore:
                                                                   "receipt_id", "receipt_ref", "batch_id")])
                 status = await conn.execute(_COMMIT_SQL, *cols, timeout=self.timeout)
                 if _affected(status) == len(admits):
-                    committed = {a.dedupe_key for a in admits}
+                    decided = {a.dedupe_key for a in admits}
                 else:
                     records = await conn.fetch(_COMMITTED_SQL, [a.dedupe_key for a in admits],
                                                timeout=self.timeout)
-                    committed = {r["dedupe_key"] for r in records}
-                settled = Counter(a.claim_token for a in admits if a.dedupe_key in committed)
-                if settled:
-                    await conn.execute(_RELEASE_SQL, *pack_columns([list(settled), [str(n) for n in settled.values()]]),
-                                       timeout=self.timeout)
+                    decided = {r["dedupe_key"] for r in records}
+                settled.update(a.claim_token for a in admits if a.dedupe_key in decided)
+            if drops:
+                records = await conn.fetch(_DROP_SQL, *pack_columns([[k for k, _ in drops], [t for _, t in drops]]),
+                                           timeout=self.timeout)
+                decided.update(r["dedupe_key"] for r in records)
+                settled.update(r["claim_token"] for r in records)
+            index = await evidence(decided)
+            if index.admit_refs:
+                cols = pack_columns([[k for k, _, _ in index.admit_refs], [r for _, r, _ in index.admit_refs],
+                                     [b for _, _, b in index.admit_refs]])
+                await conn.execute(_ADMIT_REFS_SQL, *cols, timeout=self.timeout)
+            if settled:
+                await conn.execute(_RELEASE_SQL, *pack_columns([list(settled), [str(n) for n in settled.values()]]),
+                                   timeout=self.timeout)
+            receipts = index.receipts
             if receipts:
                 cols = pack_columns([
-                    *_cols(receipts, "platform_run_id", "receipt_id", "decision", "event_id", "event_type",
-                           "event_class", "dedupe_key"),
+                    *_cols(receipts, "platform_run_id", "receipt_id", "decision"),
+                    [_pg_text(r.event_id) for r in receipts], [_pg_text(r.event_type) for r in receipts],
+                    [r.event_class for r in receipts], [_pg_text(r.dedupe_key) for r in receipts],
                     [",".join(r.reason_codes) for r in receipts], [r.eb_topic for r in receipts],
                     [None if r.eb_partition is None else str(r.eb_partition) for r in receipts],
                     *_cols(receipts, "eb_offset", "receipt_ref", "batch_id")])
                 await conn.execute(_RECEIPTS_SQL, *cols, timeout=self.timeout)
+            quarantines = index.quarantines
             if quarantines:
-                cols = _packed(quarantines, "platform_run_id", "quarantine_id", "event_id", "event_type",
-                               "reason_code", "detail", "record_ref", "receipt_id")
+                cols = pack_columns([
+                    *_cols(quarantines, "platform_run_id", "quarantine_id"),
+                    [_pg_text(q.event_id) for q in quarantines], [_pg_text(q.event_type) for q in quarantines],
+                    [q.reason_code for q in quarantines], [_pg_text(q.detail) for q in quarantines],
+                    *_cols(quarantines, "record_ref", "receipt_id")])
                 await conn.execute(_QUARANTINES_SQL, *cols, timeout=self.timeout)
-            if duplicate_refs:
-                cols = pack_columns([[k for k, _ in duplicate_refs], [r for _, r in duplicate_refs]])
+            if index.duplicate_refs:
+                cols = pack_columns([[k for k, _ in index.duplicate_refs], [r for _, r in index.duplicate_refs]])
                 await conn.execute(_DUP_REF_SQL, *cols, timeout=self.timeout)
-        return committed
+        return decided
 
     async def lookup(self, *, event_id: str | None = None, receipt_id: str | None = None,
                      platform_run_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -420,3 +514,75 @@ class AdmissionStore:
             row["created_at"] = row["created_at"].isoformat()
             out.append(row)
         return out
+
+
+class InstanceLock:
+    """This process's liveness in Postgres: a session advisory lock named by its instance id, held
+    on a connection of its own for the process's life (see the module docstring).
+
+    `acquire` picks the id (`base` and a random suffix, unique per process) and takes the lock;
+    `ensure` re-takes it on a fresh connection after the old one broke (a Postgres restart).
+    While it is lost, other instances may heal this process's claims: its own settles then find
+    nothing to commit (503, a duplicate on the bus at worst), never a wrong receipt.
+    """
+
+    def __init__(self, pool: Any, *, timeout: float = 10.0) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.instance_id = ""
+        self._conn: Any = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def acquire(self, base: str) -> str:
+        for _ in range(8):
+            self.instance_id = f"{base}.{uuid.uuid4().hex[:8]}"
+            if await self._lock():
+                return self.instance_id
+        raise DependencyDown("ops_db", "no free instance lock after 8 tries (hash collisions?)")
+
+    async def _lock(self) -> bool:
+        conn = None
+        try:
+            conn = await self.pool.acquire(timeout=self.timeout)
+            locked = bool(await conn.fetchval(_LOCK_SQL, self.instance_id, timeout=self.timeout))
+        except BaseException as exc:
+            if conn is not None:  # a broken or interrupted session: never back into the pool as is
+                conn.terminate()
+                await self.pool.release(conn)
+            err = _db_failure(exc) if isinstance(exc, Exception) else exc
+            if err is exc:
+                raise
+            raise err from exc
+        if not locked:
+            await self.pool.release(conn)
+            return False
+        self._conn = conn
+        return True
+
+    async def ensure(self) -> None:
+        """Check the lock's connection (one `SELECT 1`); re-take the lock if it broke."""
+        if self._conn is not None:
+            try:
+                await self._conn.fetchval("SELECT 1", timeout=self.timeout)
+                return
+            except Exception:
+                await self._drop()
+        if not await self._lock():
+            raise DependencyDown("ops_db", f"instance lock of {self.instance_id} is held elsewhere")
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await self.pool.release(conn, timeout=self.timeout)
+            except Exception:
+                conn.terminate()
+
+    async def release(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            with suppress(Exception):  # the pool's reset (or the closed session) drops it too
+                await self._conn.fetchval(_UNLOCK_SQL, self.instance_id, timeout=self.timeout)
+        await self._drop()

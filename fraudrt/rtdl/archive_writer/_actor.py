@@ -76,7 +76,9 @@ class ArchiveWriter(Actor):
 
     async def start(self, ctx: ComponentContext) -> None:
         self._stack = AsyncExitStack()
-        self._s3 = await self._stack.enter_async_context(s3_client(ctx.settings.s3))
+        # Fail fast: the runner retries an unreachable object store with backoff (never dead-letters).
+        self._s3 = await self._stack.enter_async_context(
+            s3_client(ctx.settings.s3, max_attempts=1, connect_timeout=2.0, read_timeout=30.0))
         self._bucket = ctx.settings.buckets.platform
 
     async def stop(self) -> None:
