@@ -50,6 +50,8 @@ governance_event_id                ``S("{FAMILY}|{prid}|{srid or ''}|{component}
 archive_payload_hash               ``S(json compact of the whole envelope, default=str)``                 64
 RTDL (rtdl.md §11)
 pin_scope                          the six pins as strings
+decision_id (new, used)            ``R("df.decision_id.v3", {platform_run_id, source_event_id,            32
+                                   decision_scope})[:32]`` (no posture or bundle in it: rtdl §7.7)
 df_decision_id                     ``R("df.decision_id.v2", {source_event_id, platform_run_id,            32
                                    decision_scope, bundle_ref, origin_offset})[:32]``
 decision_response_event_id         ``R("df.decision_response.event_id.v1", {source_event_id,             64
@@ -66,6 +68,8 @@ al_outcome_id                      ``H({decision_id, action_id, idempotency_key,
                                    reason_code, final_attempt_seq})[:32]``
 al_denied_outcome_id               ``H({decision_id, action_id, idempotency_key, status: "DENIED",        32
                                    authz_policy_rev, reason})[:32]``
+action_outcome_id (new, used)      ``R("al.outcome_id.v2", {decision_id, action_id, idempotency_key})      32
+                                   [:32]`` (one outcome per intent, whatever the result)
 al_checkpoint_token_id             ``S("{outcome_id}:{action_id}:{decision_id}")[:32]``                   32
 dl_posture_event_id                ``S("{scope_key}|{posture_seq}")``                                     64
 dl_governance_event_id             ``H({event_type, scope_key, ts_utc, policy_rev, payload})``            64
@@ -88,6 +92,8 @@ ofp_vector_digest (new)            ``S("ofp.vector.v1|{defs}|{prid}|{flow_id}|{t
                                    little-endian int64 bytes)[:32]``
 dla_quarantine_id                  ``S("{topic}|{partition}|{offset}|{offset_kind}|{reason}|{eid}")``     32
 dla_audit_id (new)                 ``derive_id("dla.audit_id.v1", prid, event_type, event_id)``           32
+audit_chain_id (new, used)         ``derive_id("dla.audit_chain_id.v1", prid, decision_id)`` (one audit   32
+                                   record per decision chain)
 dla_intake_attempt_id (new)        ``derive_id("dla.intake_attempt_id.v1", stream_id, topic,              32
                                    partition, offset_kind, offset)``
 Case + labels (case_operate_obs.md §1.3)
@@ -614,6 +620,28 @@ def df_decision_id(
             },
         },
     )[:32]
+
+
+def decision_id(platform_run_id: str, source_event_id: str, decision_scope: str = "fraud.primary") -> str:
+    """*New*, the decision id the platform uses: ``R("df.decision_id.v3", {platform_run_id,
+    source_event_id, decision_scope})[:32]``. A replay of the source event under another posture or
+    bundle is the same decision (the reference's v2 folded both in, rtdl §7.7)."""
+    return recipe_hash("df.decision_id.v3", {"platform_run_id": platform_run_id, "source_event_id": source_event_id,
+                                             "decision_scope": decision_scope})[:32]
+
+
+def action_outcome_id(decision_id: str, action_id: str, idempotency_key: str) -> str:
+    """*New*, the outcome id (and outcome envelope ``event_id``) the platform uses:
+    ``R("al.outcome_id.v2", {decision_id, action_id, idempotency_key})[:32]``. It names the intent's one
+    outcome whatever it turns out to be; the reference's recipe folded the terminal state and attempt
+    in, so a re-execution could mint a second outcome for one intent."""
+    return recipe_hash("al.outcome_id.v2", {"decision_id": decision_id, "action_id": action_id,
+                                            "idempotency_key": idempotency_key})[:32]
+
+
+def audit_chain_id(platform_run_id: str, decision_id: str) -> str:
+    """*New*: the audit record of one decision chain, ``derive_id("dla.audit_chain_id.v1", prid, decision_id)``."""
+    return derive_id("dla.audit_chain_id.v1", platform_run_id, decision_id)
 
 
 def decision_response_event_id(

@@ -32,6 +32,7 @@ from ._runs import (
     platform_root,
     run_dir,
 )
+from ._sender import PutRecordsSender, SenderStats, Sent
 
 __all__ = [
     "Actor",
@@ -55,8 +56,11 @@ __all__ = [
     "PackError",
     "PackManifest",
     "PutEntry",
+    "PutRecordsSender",
     "PutResult",
     "RunError",
+    "SenderStats",
+    "Sent",
     "Service",
     "StreamNotFoundError",
     "ThrottledError",

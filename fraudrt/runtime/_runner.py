@@ -118,6 +118,17 @@ class ActorRunner:
     # ------------------------------------------------------------------ state
 
     async def load(self) -> dict[CheckpointKey, str]:
+        """Read the checkpoints, watermarks and the next timer; a database that is down is waited for."""
+        while True:
+            try:
+                return await self._load()
+            except Exception as exc:
+                failure = classify(exc)
+                if not failure.transient:
+                    raise
+                await self._dependency_wait(failure, exc)
+
+    async def _load(self) -> dict[CheckpointKey, str]:
         async with self.ctx.pool.acquire() as conn:
             self.checkpoints = await load_checkpoints(conn, self.component, self.ctx.platform_run_id)
             self.watermarks = await load_watermarks(conn, self.component, self.ctx.platform_run_id)
