@@ -46,11 +46,19 @@ class PublishItem(msgspec.Struct, frozen=True):
 class Publisher:
     def __init__(self, bus: BusLike, *, budget_seconds: float = 10.0, lanes: int = 1,
                  min_lane_records: int = 100) -> None:
-        self.bus = bus
         self.budget = budget_seconds
         self.lanes = lanes
         self.min_lane_records = min_lane_records
         self.sender = PutRecordsSender(bus)
+
+    @property
+    def bus(self) -> BusLike:
+        bus: BusLike = self.sender.bus  # type: ignore[assignment]
+        return bus
+
+    @bus.setter
+    def bus(self, bus: BusLike) -> None:
+        self.sender.bus = bus
 
     @property
     def stats(self) -> SenderStats:
