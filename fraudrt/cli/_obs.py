@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from fraudrt.runtime import RunError, active_run_id
+from fraudrt.runtime.packs import RunError, active_run_id
 
 from ._common import CliState, echo_json, pass_state, run_async
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from fraudrt.operate import ParityRequest, run_parity
-from fraudrt.runtime import run_dir
+from fraudrt.runtime.packs import run_dir
 
 from ._common import CliState, pass_state
 

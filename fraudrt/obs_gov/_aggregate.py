@@ -37,7 +37,7 @@ from fraudrt.contracts import (
     lane_event_decoder,
     parse_ts_utc,
 )
-from fraudrt.runtime._latency import LatencyHistogram
+from fraudrt.runtime import LatencyHistogram
 
 HOPS: Final = ("admit_to_decision", "decision_to_outcome", "admit_to_outcome", "admit_to_audit")
 STAGES: Final = ("admitted", "decided", "outcome", "audited")

@@ -25,7 +25,7 @@ import psutil
 from fraudrt._daemon import ProcessRecord, is_alive
 from fraudrt.config import Settings
 from fraudrt.contracts import config_digest, utc_now_ts
-from fraudrt.runtime import list_manifests, load_pack_state, operate_dir, pack_status, platform_root, run_dir
+from fraudrt.runtime.packs import list_manifests, load_pack_state, operate_dir, pack_status, platform_root, run_dir
 from fraudrt.substrate import kinesis_client, load_state, s3_client
 
 from ._secrets import Scanner, ScanResult, known_secrets, scan_objects, scan_tree, weak_secrets

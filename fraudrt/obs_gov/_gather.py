@@ -20,7 +20,8 @@ import msgspec
 
 from fraudrt.config import Settings
 from fraudrt.contracts import config_digest, health_path, metrics_path, utc_now_ts, write_json_atomic
-from fraudrt.runtime import classify, list_manifests, pack_run_dir, run_dir
+from fraudrt.runtime import classify
+from fraudrt.runtime.packs import list_manifests, pack_run_dir, run_dir
 from fraudrt.substrate import s3_client
 
 from . import _report as R

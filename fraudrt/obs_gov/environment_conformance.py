@@ -12,7 +12,8 @@ import anyio
 
 from fraudrt.config import Settings
 from fraudrt.contracts import sha256_hex, write_json_atomic
-from fraudrt.runtime import ComponentContext, Service, classify, run_dir
+from fraudrt.runtime import ComponentContext, Service, classify
+from fraudrt.runtime.packs import run_dir
 
 from ._conformance import Conformance, ConformanceReport
 from .governance import record

@@ -22,7 +22,9 @@ import msgspec
 
 from fraudrt._daemon import is_alive
 from fraudrt.config import Settings
-from fraudrt.runtime import Actor, Batch, ComponentContext, KinesisBus, classify, load_pack_state
+from fraudrt.runtime import Actor, Batch, ComponentContext, classify
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import load_pack_state
 
 from ._aggregate import fold
 from ._gather import COMPONENT, Gatherer, report_paths

@@ -24,7 +24,7 @@ import anyio
 import msgspec
 
 from fraudrt.config import Settings, load_settings
-from fraudrt.runtime import active_run_id, list_manifests, pack_run_dir, run_dir
+from fraudrt.runtime.packs import active_run_id, list_manifests, pack_run_dir, run_dir
 
 from ._evidence import bus_events_by_type, count_objects, in_scope_streams
 

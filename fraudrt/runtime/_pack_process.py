@@ -382,7 +382,9 @@ class PackProcess:
         start = lowest_checkpoint([r.checkpoints.get((stream, shard_id)) for r, _ in subs])
         key = (stream, shard_id)
         self.readers[key] = ShardReader(self._bus, stream, shard_id, [s for _, s in subs], start,
-                                        limit=int(self.opts.get("read_limit", 5000)))
+                                        limit=int(self.opts.get("read_limit", 5000)),
+                                        idle_sleep_min=float(self.opts.get("read_idle_min_seconds", 0.01)),
+                                        idle_sleep_max=float(self.opts.get("read_idle_max_seconds", 0.2)))
         self.reader_sups[key] = Supervision(f"reader:{stream}/{shard_id}")
         return key
 

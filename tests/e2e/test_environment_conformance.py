@@ -22,7 +22,7 @@ if str(project_root()) not in sys.path:
 
 from fraudrt.obs_gov import governance
 from fraudrt.obs_gov.environment_conformance import conformance_path, run_conformance
-from fraudrt.runtime import pack_down, pack_up, run_dir
+from fraudrt.runtime.packs import pack_down, pack_up, run_dir
 from fraudrt.substrate import bootstrap
 from tests.support.harness import TEST_PACKS_DIR, kill_pack, make_scope
 

@@ -21,7 +21,8 @@ if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
 from fraudrt.contracts import metrics_path
-from fraudrt.runtime import KinesisBus, pack_status, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import pack_status, pack_up
 from tests.support.harness import create_streams, kill_pack, make_scope, put, record, wait_for
 
 pytestmark = pytest.mark.e2e

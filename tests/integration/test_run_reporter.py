@@ -26,7 +26,8 @@ from fraudrt.obs_gov import governance, one_shot_report
 from fraudrt.obs_gov._gather import Gatherer
 from fraudrt.obs_gov._state import load_counts
 from fraudrt.obs_gov.platform_run_reporter import PlatformRunReporter
-from fraudrt.runtime import KinesisBus, apply_migrations
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations
 from fraudrt.substrate import s3_client
 from tests.integration.test_sr_ready import oracle_world, ready_request
 from tests.support.decision_lane import at, case_trigger, chain
