@@ -63,6 +63,7 @@ from ._health import (
     MetricsReport,
     health_path,
     metrics_path,
+    read_json,
     write_json_atomic,
 )
 from ._ids import (
@@ -290,6 +291,7 @@ __all__ = [
     "partition_key",
     "payload_hash",
     "pin_scope",
+    "read_json",
     "ready_message_id",
     "recipe_hash",
     "scenario_run_id",

@@ -19,7 +19,7 @@ import anyio
 import msgspec
 
 from fraudrt.config import Settings
-from fraudrt.contracts import config_digest, health_path, metrics_path, utc_now_ts, write_json_atomic
+from fraudrt.contracts import config_digest, health_path, metrics_path, read_json, utc_now_ts, write_json_atomic
 from fraudrt.runtime import classify
 from fraudrt.runtime.packs import list_manifests, pack_run_dir, run_dir
 from fraudrt.substrate import s3_client
@@ -39,13 +39,6 @@ def report_paths(settings: Settings, platform_run_id: str) -> tuple[Path, Path]:
     obs = run_dir(settings, platform_run_id) / "obs"
     return obs / "platform_run_report.json", obs / "platform_run_report.html"
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        loaded: dict[str, Any] = json.loads(path.read_text())
-        return loaded
-    except (OSError, ValueError):
-        return None
 
 
 def _read_from(path: Path, offset: int) -> bytes:
@@ -89,8 +82,8 @@ class Gatherer:
                 h = health_path(root, self.run, spec.name)
                 files[spec.name] = {"pack_id": manifest.pack_id, "health_path": str(h),
                                     "metrics_path": str(metrics_path(root, self.run, spec.name)),
-                                    "health": _read_json(h),
-                                    "metrics": _read_json(metrics_path(root, self.run, spec.name))}
+                                    "health": read_json(h),
+                                    "metrics": read_json(metrics_path(root, self.run, spec.name))}
         return files
 
     async def load_truth(self, s3: Any) -> Truth | None:

@@ -17,13 +17,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import msgspec
 
 from fraudrt.config import Settings, load_settings
+from fraudrt.contracts import read_json
 from fraudrt.runtime.packs import active_run_id, list_manifests, pack_run_dir, run_dir
 
 from ._evidence import bus_events_by_type, count_objects, in_scope_streams
@@ -84,13 +84,6 @@ def _not_built(text: str) -> str:
 def _missing_command(proc: subprocess.CompletedProcess[str]) -> bool:
     return proc.returncode == 2 and "No such command" in proc.stderr
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        loaded: dict[str, Any] = json.loads(path.read_text())
-        return loaded
-    except (OSError, ValueError):
-        return None
 
 
 class _Closeout:
@@ -155,12 +148,12 @@ class _Evidence:
               ) -> Check:
         def fn() -> tuple[str, str, str]:
             path = self.root / component / "health" / "last_health.json"
-            health = _read_json(path)
+            health = read_json(path)
             if health is None:
                 return MISSING, f"{component} health not produced (component not built or not run)", str(path)
             if health.get("health_state") != "GREEN":
                 return FAIL, f"{component} health_state={health.get('health_state')} {health.get('reasons')}", str(path)
-            metrics = _read_json(self.root / component / "metrics" / "last_metrics.json") or {}
+            metrics = read_json(self.root / component / "metrics" / "last_metrics.json") or {}
             problem = extra(health, metrics) if extra else None
             return (FAIL, problem, str(path)) if problem else (PASS, f"{component} GREEN", str(path))
         return fn
@@ -201,7 +194,7 @@ class _Evidence:
 
     def conformance(self) -> tuple[str, str, str]:
         path = self.root / "obs" / "environment_conformance.json"
-        report = _read_json(path)
+        report = read_json(path)
         if report is None:
             return MISSING, "not produced", str(path)
         if report.get("status") == "PASS":
@@ -222,7 +215,7 @@ class _Evidence:
 
     def report_completed(self) -> tuple[str, str, str]:
         path = self.root / "obs" / "platform_run_report.json"
-        report = _read_json(path)
+        report = read_json(path)
         if report is None:
             return MISSING, "not produced", str(path)
         done = report.get("run_completed") or {}
@@ -292,7 +285,7 @@ def _wait_for_the_run(c: _Closeout, settings: Settings, run_id: str) -> None:
         return
     report = root / "obs" / "platform_run_report.json"
     while time.monotonic() < deadline:
-        doc = _read_json(report) or {}
+        doc = read_json(report) or {}
         if (doc.get("run_completed") or {}).get("run_completed"):
             return
         time.sleep(1.0)
