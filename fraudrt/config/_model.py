@@ -100,7 +100,10 @@ class WorldStreamProducerSettings(_Section, frozen=True):
     max_events_per_output: int = 0  # 0 = the whole stream view
     speedup: float = 0.0  # 0 = as fast as possible; else event-time compression factor
     push_batch_size: int = 250
-    push_concurrency: int = 4
+    # Event time by which one output may run ahead of the oldest unacknowledged event of any output
+    # (each output has one batch in flight, in order). Keep it above ~2 batches of the sparsest
+    # output's event time, or unfilled batches are sent early (smaller pushes, lower throughput).
+    order_window_seconds: float = 30.0
     mode: Literal["fraud", "baseline"] = "fraud"
 
 

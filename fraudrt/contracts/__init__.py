@@ -98,6 +98,7 @@ from ._health import (
     MetricsReport,
     health_path,
     metrics_path,
+    read_json,
     write_json_atomic,
 )
 from ._ids import (
@@ -127,6 +128,7 @@ from ._ids import (
     cm_evidence_request_id,
     cm_manual_decision_id,
     cm_run_config_digest,
+    config_digest,
     csfb_binding_payload_hash,
     csfb_failure_id,
     ct_checkpoint_token_id,
@@ -300,6 +302,7 @@ __all__ = [
     "cm_evidence_request_id",
     "cm_manual_decision_id",
     "cm_run_config_digest",
+    "config_digest",
     "csfb_binding_payload_hash",
     "csfb_failure_id",
     "ct_checkpoint_token_id",
@@ -355,6 +358,7 @@ __all__ = [
     "partition_key",
     "payload_hash",
     "pin_scope",
+    "read_json",
     "ready_message_id",
     "recipe_hash",
     "scenario_run_id",

@@ -20,6 +20,7 @@ from fraudrt.config import Settings
 
 from ._fence import Notifications, ProgressFence
 from ._inbox import content_hash, take_in
+from ._outbox import write_outbox
 from ._records import Emit, InboundRecord
 from ._timers import Timer, epoch
 
@@ -99,6 +100,12 @@ class ComponentContext:
                 raise RuntimeError("a progress fence needs a Postgres DSN")
             self.notifications = Notifications(self.settings.postgres.dsn)
         return ProgressFence(self.pool, self.notifications, self.platform_run_id)
+
+    async def write_outbox(self, conn: Any, emits: Sequence[Emit]) -> None:
+        """Emit from a transaction of the component's own, outside a batch (an HTTP handler, a
+        background task): the envelopes are outbox rows of this pack, committed or rolled back with
+        `conn`'s transaction, and published by the pack's relay like a batch's."""
+        await write_outbox(conn, self.pack_id, emits)
 
 
 class Component(ABC):

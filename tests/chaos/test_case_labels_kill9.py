@@ -32,7 +32,8 @@ from fraudrt.case_labels.case_mgmt import (
     read_api_file,
 )
 from fraudrt.contracts import health_path, metrics_path
-from fraudrt.runtime import KinesisBus, load_pack_state, pack_down, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import load_pack_state, pack_down, pack_up
 from fraudrt.substrate import bootstrap
 from tests.support.case_lane import decision, run_pins
 from tests.support.harness import kill_pack, make_scope, open_pool, put, wait_for, wait_for_exit

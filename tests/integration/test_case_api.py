@@ -19,7 +19,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from fraudrt.config import Settings, project_root
-from fraudrt.runtime import KinesisBus
+from fraudrt.runtime.bus import KinesisBus
 
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))

@@ -20,7 +20,7 @@ from fraudrt.contracts import (
     case_event_decoder,
     decode_case_payload,
 )
-from fraudrt.runtime import KinesisBus
+from fraudrt.runtime.bus import KinesisBus
 
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))

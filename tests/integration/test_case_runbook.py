@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fraudrt.config import project_root
-from fraudrt.runtime import KinesisBus
+from fraudrt.runtime.bus import KinesisBus
 from fraudrt.substrate import bootstrap
 
 if str(project_root()) not in sys.path:

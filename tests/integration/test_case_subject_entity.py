@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from fraudrt.config import project_root
-from fraudrt.runtime import KinesisBus, apply_migrations
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations
 from fraudrt.substrate import bootstrap
 
 if str(project_root()) not in sys.path:

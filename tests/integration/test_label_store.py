@@ -12,7 +12,7 @@ import pytest
 
 from fraudrt.config import Settings, project_root
 from fraudrt.contracts import EvidenceRef, LabelAssertionPayload, LabelSubjectKey, case_envelope, make_label_assertion
-from fraudrt.runtime import KinesisBus
+from fraudrt.runtime.bus import KinesisBus
 
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
@@ -34,7 +34,7 @@ def _label(run: str, *, event: str, value: str, source: str, actor: str | None, 
 
 
 async def _migrated(pool: Any) -> None:
-    from fraudrt.runtime import apply_migrations
+    from fraudrt.runtime.packs import apply_migrations
 
     async with pool.acquire() as conn:
         await apply_migrations(conn, *CASE_SQL)

@@ -15,7 +15,7 @@ import pytest
 
 from fraudrt.config import project_root
 from fraudrt.contracts import format_ts_utc, parse_ts_utc
-from fraudrt.runtime import KinesisBus
+from fraudrt.runtime.bus import KinesisBus
 from fraudrt.substrate import bootstrap
 
 if str(project_root()) not in sys.path:

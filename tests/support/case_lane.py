@@ -46,8 +46,10 @@ from fraudrt.contracts import (
     decision_response_event_id,
     encode_envelope,
 )
-from fraudrt.runtime import Actor, ComponentContext, KinesisBus, OutboxRelay
-from fraudrt.runtime._migrations import apply_migrations
+from fraudrt.runtime import Actor, ComponentContext
+from fraudrt.runtime._outbox import OutboxRelay  # the pack's relay: tests run it beside a LocalPack
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations
 
 from .harness import LocalPack
 

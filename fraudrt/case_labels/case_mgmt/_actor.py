@@ -38,7 +38,8 @@ from fraudrt.contracts import (
     write_json_atomic,
 )
 from fraudrt.control_ingress.ingestion_gate import KeyRing, load_keys
-from fraudrt.runtime import Actor, Batch, ComponentContext, component_dir
+from fraudrt.runtime import Actor, Batch, ComponentContext
+from fraudrt.runtime.packs import component_dir
 
 from .._counters import RunCounters
 from .._health import Thresholds, assess, common_checks
@@ -137,7 +138,7 @@ class CaseMgmt(Actor):
     async def background(self, ctx: ComponentContext) -> None:
         cfg = ctx.settings.case_labels
         keys = KeyRing(load_keys(api_keys_path(ctx.settings), KEYS_ENV, service="case API"))
-        self.api = CaseApi(ctx.pool, keys, platform_run_id=ctx.platform_run_id, pack_id=ctx.pack_id,
+        self.api = CaseApi(ctx.pool, keys, platform_run_id=ctx.platform_run_id, outbox=ctx.write_outbox,
                            case_stream=ctx.settings.streams.name("case"), max_body_bytes=cfg.api_max_body_bytes,
                            health=self.health_body)
         runner = web.AppRunner(self.api.app(), access_log=None, shutdown_timeout=5.0)

@@ -39,7 +39,7 @@ from ._console import CONSOLE_HTML
 from ._features import flow_features
 from ._openapi import HEADER_NAME as HEADER
 from ._openapi import openapi_document
-from ._store import MAX_PAGE, CaseError, Filters, act, decode_cursor, list_cases, load_case
+from ._store import MAX_PAGE, CaseError, Filters, Outbox, act, decode_cursor, list_cases, load_case
 from ._views import CALENDAR_TS_PATTERN, AssignBody, CaseDetail, CaseList, ErrorBody, LabelBody, NoteBody, ResolveBody
 
 log = logging.getLogger("fraudrt.case_mgmt")
@@ -123,12 +123,12 @@ def _decode_body(raw: bytes, kind: type[Any]) -> Any:
 class CaseApi:
     """The aiohttp application around the case store of one run."""
 
-    def __init__(self, pool: Any, keys: KeyRing, *, platform_run_id: str, pack_id: str, case_stream: str,
+    def __init__(self, pool: Any, keys: KeyRing, *, platform_run_id: str, outbox: Outbox, case_stream: str,
                  max_body_bytes: int, health: Callable[[], dict[str, Any]]) -> None:
         self.pool = pool
         self.keys = keys
         self.run = platform_run_id
-        self.pack_id = pack_id
+        self.outbox = outbox
         self.case_stream = case_stream
         self.max_body_bytes = max_body_bytes
         self.health = health
@@ -258,7 +258,7 @@ class CaseApi:
             return _error(400, "MALFORMED_JSON", str(exc))
         except RecursionError:
             return _error(400, "MALFORMED_JSON", "the body is nested deeper than the decoder follows")
-        result = await act(self.pool, platform_run_id=self.run, pack_id=self.pack_id, case_stream=self.case_stream,
+        result = await act(self.pool, platform_run_id=self.run, outbox=self.outbox, case_stream=self.case_stream,
                            case_id=case_id, body=body, principal=request[_PRINCIPAL])
         return _json(result)
 

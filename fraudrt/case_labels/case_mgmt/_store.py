@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -30,7 +31,7 @@ from fraudrt.contracts import (
     format_ts_utc,
     utc_now_ts,
 )
-from fraudrt.runtime import write_outbox
+from fraudrt.runtime import Emit
 
 from ._timeline import CaseRef, TimelineEvent, append, label_emits
 from ._views import ActionResult, AssignBody, CaseSummary, LabelBody, NoteBody, ResolveBody, TimelineView
@@ -225,7 +226,10 @@ async def _label_subjects(conn: Any, platform_run_id: str, case_id: str, body: L
     return [(e, body.effective_time or known[e]) for e in dict.fromkeys(wanted)]
 
 
-async def act(db: Any, *, platform_run_id: str, pack_id: str, case_stream: str, case_id: str, body: Body,
+Outbox = Callable[[Any, Sequence[Emit]], Awaitable[None]]
+
+
+async def act(db: Any, *, platform_run_id: str, outbox: Outbox, case_stream: str, case_id: str, body: Body,
               principal: str) -> ActionResult:
     """Apply one investigator action to one case (see the module doc); raises CaseError when refused."""
     actor_id = f"HUMAN::{body.actor}"
@@ -268,7 +272,7 @@ async def act(db: Any, *, platform_run_id: str, pack_id: str, case_stream: str, 
         resolution = body.resolution if isinstance(body, ResolveBody) else row["resolution"]
         await append(conn, platform_run_id, [event])
         await conn.execute(_UPDATE_SQL, platform_run_id, case_id, state, assignee, resolution, event.seq)
-        await write_outbox(conn, pack_id, label_emits([event], case_stream))
+        await outbox(conn, label_emits([event], case_stream))
         stored = await conn.fetchrow(_EVENT_SQL, platform_run_id, event.timeline_event_id)
         after = await conn.fetchrow(_CASE_SQL, platform_run_id, case_id)
     if event.labels and os.environ.get(CRASH_AFTER_LABEL_COMMIT_ENV) == "1":
