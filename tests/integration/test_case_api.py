@@ -9,7 +9,6 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,14 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from fraudrt.config import Settings, project_root
-from fraudrt.runtime.bus import KinesisBus
+from fraudrt.config import project_root
 
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
-from fraudrt.case_labels.case_mgmt import case_api_key, read_api_file
-from fraudrt.substrate import bootstrap
-from tests.support.case_lane import Plane, api_call, decision, held, run_pins, running_plane
-from tests.support.harness import mint_run_id, new_prefix, open_pool, put, wait_for
+from fraudrt.case_labels.case_mgmt import read_api_file
+from tests.support.case_lane import Plane, api_call, held, plane_with_cases
+from tests.support.harness import wait_for
 from tests.support.hostile import json_values, nested, odd_text
 
 pytestmark = pytest.mark.integration
@@ -35,33 +32,9 @@ pytestmark = pytest.mark.integration
 FLOWS = 3
 
 
-async def api_settings(substrate: Any, tmp_path: Path) -> Settings:
-    """Private streams and runs root, the API on a free port, a keys file of this test."""
-    settings = substrate.settings_for(FRAUDRT_STREAM_PREFIX=new_prefix(), FRAUDRT_RUNS_ROOT=str(tmp_path / "runs"),
-                                      CASE_API_PORT="0", CASE_API_KEYS_FILE=str(tmp_path / "case_api_keys"))
-    await bootstrap(settings)
-    return settings
-
-
-@asynccontextmanager
-async def _plane(substrate: Any, tmp_path: Path) -> AsyncIterator[Plane]:
-    settings, run = await api_settings(substrate, tmp_path), mint_run_id()
-    pins = run_pins(run)
-    async with open_pool(settings) as pool, KinesisBus(settings.kinesis) as bus:
-        await put(bus, settings.streams.name("rtdl"),
-                  [decision(pins, f, action="REVIEW", score=0.5 + f / 10, second=f).envelope for f in range(FLOWS)])
-        async with running_plane(settings, run, pool, bus, api=True, api_key=case_api_key(settings)) as p:
-
-            async def created() -> int:
-                return int(p.case_mgmt.metrics().get("cases_created", 0))
-
-            await wait_for(created, lambda n: n == FLOWS, what="the cases")
-            yield p
-
-
 @pytest.fixture
 async def plane(substrate: Any, tmp_path: Path) -> AsyncIterator[Plane]:
-    async with held(_plane(substrate, tmp_path)) as p:
+    async with held(plane_with_cases(substrate, tmp_path, FLOWS)) as p:
         yield p
 
 

@@ -20,8 +20,7 @@ from fraudrt.config import project_root
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
-from tests.integration.test_case_api import _plane  # the same live plane as the API tests
-from tests.support.case_lane import held
+from tests.support.case_lane import held, plane_with_cases
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +38,7 @@ expected-statuses = ["200", "404", "409"]
 
 
 async def test_schemathesis_finds_nothing_against_the_case_apis_document(substrate: Any, tmp_path: Path) -> None:
-    async with held(_plane(substrate, tmp_path)) as plane:
+    async with held(plane_with_cases(substrate, tmp_path)) as plane:
         config = tmp_path / "schemathesis.toml"
         config.write_text(CONFIG)
         proc = await asyncio.create_subprocess_exec(

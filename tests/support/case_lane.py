@@ -213,6 +213,32 @@ async def running_plane(settings: Settings, run: str, pool: Any, bus: KinesisBus
                 pack.stopping.set()
 
 
+@asynccontextmanager
+async def plane_with_cases(substrate: Any, tmp_path: Any, flows: int = 3) -> AsyncIterator[Plane]:
+    """CT, CM (with the API on a free port, keys in a file of this test) and LS on private streams and
+    runs root, after `flows` REVIEW decisions (scores 0.5 + flow/10) have become cases."""
+    from fraudrt.case_labels.case_mgmt import case_api_key
+    from fraudrt.substrate import bootstrap
+
+    from .harness import mint_run_id, new_prefix, open_pool, put, wait_for
+
+    settings = substrate.settings_for(FRAUDRT_STREAM_PREFIX=new_prefix(), FRAUDRT_RUNS_ROOT=str(tmp_path / "runs"),
+                                      CASE_API_PORT="0", CASE_API_KEYS_FILE=str(tmp_path / "case_api_keys"))
+    await bootstrap(settings)
+    run = mint_run_id()
+    pins = run_pins(run)
+    async with open_pool(settings) as pool, KinesisBus(settings.kinesis) as bus:
+        await put(bus, settings.streams.name("rtdl"),
+                  [decision(pins, f, action="REVIEW", score=0.5 + f / 10, second=f).envelope for f in range(flows)])
+        async with running_plane(settings, run, pool, bus, api=True, api_key=case_api_key(settings)) as p:
+
+            async def created() -> int:
+                return int(p.case_mgmt.metrics().get("cases_created", 0))
+
+            await wait_for(created, lambda n: n == flows, what="the cases")
+            yield p
+
+
 async def api_call(plane: Plane, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
                    headers: dict[str, str] | None = None) -> tuple[int, Any]:
     assert plane.api_url is not None

@@ -28,7 +28,7 @@ tr.case{cursor:pointer}tr.case:hover{background:#eef4ff}tr.sel{background:#dbe8f
 h2{font-size:15px;margin:6px 0}h3{font-size:13px;margin:10px 0 4px}
 form{display:flex;gap:6px;flex-wrap:wrap;align-items:center;margin:4px 0}
 input,select,button,textarea{font:inherit}textarea{width:100%;min-height:40px}
-#msg{color:#b91c1c;min-height:1em}.muted{color:#6b7280}
+#msg{color:#fca5a5;min-height:1em}#msg.muted,.muted{color:#9ca3af}
 </style></head>
 <body>
 <header><h1>fraudrt investigator console</h1>
@@ -50,7 +50,8 @@ const api = (path, opts = {}) => fetch(path, {...opts, headers: {"Content-Type":
   return body; });
 const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined && text !== null)
   e.textContent = String(text); if (cls) e.className = cls; return e; };
-const msg = t => { document.getElementById("msg").textContent = t || ""; };
+const msg = (t, error = true) => { const m = document.getElementById("msg"); m.textContent = t || "";
+  m.className = error ? "" : "muted"; };
 let selected = null;
 function row(cells) { const tr = el("tr"); for (const c of cells) { const td = el("td");
   if (c instanceof Node) td.append(c); else td.textContent = c === null || c === undefined ? "" : String(c);
@@ -64,9 +65,10 @@ async function loadQueue() {
         Math.round(c.age_seconds) + "s"]);
       tr.className = "case" + (c.case_id === selected ? " sel" : ""); tr.dataset.id = c.case_id;
       tr.onclick = () => loadCase(c.case_id); tbody.append(tr); }
-    msg(page.cases.length + " case(s)"); } catch (e) { msg(e.message); } }
+    msg(page.cases.length + " case(s)", false); } catch (e) { msg(e.message); } }
 function kv(obj) { const t = el("table"); for (const [k, v] of Object.entries(obj || {}))
-  t.append(row([k, typeof v === "object" ? JSON.stringify(v) : v])); return t; }
+  t.append(row([k, v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : v]));
+  return t; }
 async function act(caseId, action, body) {
   try { await api("/v1/cases/" + caseId + "/" + action, {method: "POST", body: JSON.stringify(body)});
     await loadCase(caseId); await loadQueue(); } catch (e) { msg(e.message); } }
