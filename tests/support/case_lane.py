@@ -190,7 +190,7 @@ async def running_plane(settings: Settings, run: str, pool: Any, bus: KinesisBus
     classes: dict[str, type[Actor]] = {"case_trigger": CaseTrigger, "case_mgmt": CaseMgmt,
                                        "label_store": LabelStore, "truth_chargeback_feed": TruthChargebackFeed}
     async with pool.acquire() as conn:
-        await apply_migrations(conn, *CASE_SQL)
+        await apply_migrations(conn, "fraudrt.runtime", *CASE_SQL)
     actors = {name: classes[name]() for name in components}
     pack_id = f"test_case_{uuid.uuid4().hex[:8]}"
     async with LocalPack(settings, list(actors.items()), run, pool, bus, pack_id=pack_id) as pack:
