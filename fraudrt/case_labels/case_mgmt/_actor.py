@@ -24,25 +24,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-import msgspec
 from aiohttp import web
 
 from fraudrt.config import Settings
-from fraudrt.contracts import (
-    CASE_TRIGGER,
-    CaseTriggerPayload,
-    case_event_decoder,
-    decode_case_payload,
-    trigger_problem,
-    utc_now_ts,
-    write_json_atomic,
-)
+from fraudrt.contracts import CASE_TRIGGER, CaseTriggerPayload, trigger_problem, utc_now_ts, write_json_atomic
 from fraudrt.control_ingress.ingestion_gate import KeyRing, load_keys
-from fraudrt.runtime import Actor, Batch, ComponentContext
+from fraudrt.runtime import Batch, ComponentContext
 from fraudrt.runtime.packs import component_dir
 
-from .._counters import RunCounters
-from .._health import Thresholds, assess, common_checks
+from .._base import CountingActor, case_stream_payloads
+from .._health import Check
 from ._api import CaseApi
 from ._intake import take_triggers
 from ._openapi import HEADER_NAME
@@ -68,14 +59,15 @@ def case_api_key(settings: Settings) -> str:
     return load_keys(api_keys_path(settings), KEYS_ENV, service="case API")[0]
 
 
-class CaseMgmt(Actor):
+class CaseMgmt(CountingActor):
     name: ClassVar[str] = "case_mgmt"
     sql_packages: ClassVar[tuple[str, ...]] = ("fraudrt.case_labels", "fraudrt.case_labels.case_mgmt")
     has_background: ClassVar[bool] = True
+    counter_names: ClassVar[tuple[str, ...]] = ("triggers", "cases_created", "duplicates", "mismatches",
+                                                "timeline_events", "labels_emitted", "dead_letters")
 
     def __init__(self) -> None:
-        self.counters: RunCounters | None = None
-        self.thresholds = Thresholds()
+        super().__init__()
         self.auto_label_value = ""
         self.case_stream = ""
         self.api: CaseApi | None = None
@@ -87,49 +79,27 @@ class CaseMgmt(Actor):
         return [settings.streams.name("case")]
 
     async def start(self, ctx: ComponentContext) -> None:
-        self.thresholds = Thresholds.from_options(ctx.options)
+        await super().start(ctx)
         self.auto_label_value = ctx.settings.case_labels.auto_label_value
         self.case_stream = ctx.settings.streams.name("case")
-        self.counters = RunCounters(ctx.component or self.name, ctx.platform_run_id)
-        async with ctx.pool.acquire() as conn:
-            await self.counters.load(conn)
 
     # ------------------------------------------------------------------ intake
 
     async def handle(self, batch: Batch) -> None:
-        assert self.counters is not None
-        triggers: list[CaseTriggerPayload] = []
-        for record in batch.records:
-            try:
-                event = case_event_decoder.decode(record.data)
-                if event.event_type != CASE_TRIGGER:
-                    continue
-                payload = decode_case_payload(event)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                batch.dead_letter(record, f"CONTRACT_INVALID: {exc}")
-                continue
-            assert isinstance(payload, CaseTriggerPayload)
-            problem = trigger_problem(payload)
-            if problem is not None:
-                batch.dead_letter(record, problem)
-                continue
-            triggers.append(payload)
+        triggers = case_stream_payloads(batch, CASE_TRIGGER, CaseTriggerPayload, trigger_problem)
         intake = await take_triggers(batch.conn, batch.platform_run_id, batch.component, triggers,
                                      self.auto_label_value)
         for emit in label_emits(intake.events, self.case_stream):
             batch.emit(emit.stream, emit.data, partition_key=emit.partition_key, event_id=emit.event_id)
-        counts: Counter[str] = Counter(triggers=intake.new_triggers, duplicates=intake.duplicates,
-                                       mismatches=intake.mismatches, cases_created=intake.cases_created,
-                                       timeline_events=len(intake.events), labels_emitted=intake.labels)
-        await self.counters.add(batch.conn, counts)
-        batch.notes["counts"] = counts
+        await self.count(batch, Counter(triggers=intake.new_triggers, duplicates=intake.duplicates,
+                                        mismatches=intake.mismatches, cases_created=intake.cases_created,
+                                        timeline_events=len(intake.events), labels_emitted=intake.labels))
 
     async def after_commit(self, batch: Batch) -> None:
+        await super().after_commit(batch)
         assert self.counters is not None
-        counts: Counter[str] = batch.notes.get("counts", Counter())
-        counts["dead_letters"] += len(batch.rejected)
-        self.counters.commit(counts)
-        if self._crash_after and self.counters["cases_created"] >= self._crash_after and counts["cases_created"]:
+        if (self._crash_after and self.counters["cases_created"] >= self._crash_after
+                and batch.notes["counts"]["cases_created"]):
             # Before the relay has had a turn of the event loop: the batch's labels are outbox rows.
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -165,21 +135,14 @@ class CaseMgmt(Actor):
 
     # ------------------------------------------------------------------ health and metrics
 
-    def health(self) -> tuple[str, list[str]]:
-        if self.counters is None:
-            return "GREEN", []
-        c, t = self.counters, self.thresholds
-        checks = common_checks(t, dead_letters=c["dead_letters"], mismatches=c["mismatches"])
-        checks.append(("API_5XX", self.api.errors_5xx if self.api else 0, t.api_errors_amber, t.api_errors_red))
-        return assess(checks)
+    def checks(self) -> list[Check]:
+        t = self.thresholds
+        return [*super().checks(),
+                ("API_5XX", self.api.errors_5xx if self.api else 0, t.api_errors_amber, t.api_errors_red)]
 
     def metrics(self) -> dict[str, Any]:
-        if self.counters is None:
-            return {}
-        names = ("triggers", "cases_created", "duplicates", "mismatches", "timeline_events", "labels_emitted",
-                 "dead_letters")
-        out: dict[str, Any] = {n: self.counters[n] for n in names}
-        if self.api is not None:
+        out = super().metrics()
+        if out and self.api is not None:
             out.update(api_requests=self.api.requests, api_errors_5xx=self.api.errors_5xx)
         return out
 

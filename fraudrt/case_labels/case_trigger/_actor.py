@@ -33,10 +33,9 @@ from fraudrt.contracts import (
     make_case_trigger,
     trigger_problem,
 )
-from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord, pack_columns, split_sql
+from fraudrt.runtime import Batch, ComponentContext, InboundRecord, pack_columns, split_sql
 
-from .._counters import RunCounters
-from .._health import Thresholds, assess, common_checks
+from .._base import CountingActor
 from .._ledger import Ledger
 from ._policy import LANE_TYPES, Escalation, EscalationPolicy, LaneEvent, LanePayload, lane_decoder
 
@@ -54,16 +53,17 @@ SELECT decision_id, event_class, event_id FROM ct_decision_subjects
 """
 
 
-class CaseTrigger(Actor):
+class CaseTrigger(CountingActor):
     name: ClassVar[str] = "case_trigger"
     sql_packages: ClassVar[tuple[str, ...]] = ("fraudrt.case_labels", "fraudrt.case_labels.case_trigger")
+    counter_names: ClassVar[tuple[str, ...]] = ("triggers_seen", "escalations", "triggers_emitted", "duplicates",
+                                                "mismatches", "dead_letters", "subject_fallbacks")
 
     def __init__(self) -> None:
+        super().__init__()
         self.policy: EscalationPolicy | None = None
         self.subject_kind = "flow"
         self.case_stream = ""
-        self.counters: RunCounters | None = None
-        self.thresholds = Thresholds()
 
     def subscriptions(self, settings: Settings) -> list[str]:
         streams = [settings.streams.name("rtdl")]
@@ -72,19 +72,16 @@ class CaseTrigger(Actor):
         return streams
 
     async def start(self, ctx: ComponentContext) -> None:
+        await super().start(ctx)
         cfg = ctx.settings.case_labels
         self.policy = EscalationPolicy.from_settings(cfg)
         self.subject_kind = cfg.case_subject
         self.case_stream = ctx.settings.streams.name("case")
-        self.thresholds = Thresholds.from_options(ctx.options)
-        self.counters = RunCounters(ctx.component or self.name, ctx.platform_run_id)
-        async with ctx.pool.acquire() as conn:
-            await self.counters.load(conn)
 
     # ------------------------------------------------------------------ handling
 
     async def handle(self, batch: Batch) -> None:
-        assert self.policy is not None and self.counters is not None
+        assert self.policy is not None
         counts: Counter[str] = Counter()
         found: list[tuple[InboundRecord, LaneEvent, Pins, Escalation]] = []
         decisions: list[tuple[str, int]] = []
@@ -130,8 +127,7 @@ class CaseTrigger(Actor):
         counts["triggers_emitted"] += len(registered.new)
         counts["duplicates"] += len(registered.duplicates)
         counts["mismatches"] += len(registered.mismatches)
-        await self.counters.add(batch.conn, counts)
-        batch.notes["counts"] = counts
+        await self.count(batch, counts)
 
     def _decode(self, batch: Batch, record: InboundRecord) -> tuple[LaneEvent, LanePayload] | None:
         """The event and its typed payload; None for other event types (intents: not evidence) and for
@@ -191,26 +187,7 @@ class CaseTrigger(Actor):
                 [list(out), [c for c, _ in out.values()], [e for _, e in out.values()]]))
         return out
 
-    async def after_commit(self, batch: Batch) -> None:
-        assert self.counters is not None
-        counts: Counter[str] = batch.notes.get("counts", Counter())
-        counts["dead_letters"] += len(batch.rejected)
-        self.counters.commit(counts)
-
     # ------------------------------------------------------------------ health and metrics
-
-    def health(self) -> tuple[str, list[str]]:
-        if self.counters is None:
-            return "GREEN", []
-        c = self.counters
-        return assess(common_checks(self.thresholds, dead_letters=c["dead_letters"], mismatches=c["mismatches"]))
-
-    def metrics(self) -> dict[str, Any]:
-        if self.counters is None:
-            return {}
-        names = ("triggers_seen", "escalations", "triggers_emitted", "duplicates", "mismatches", "dead_letters",
-                 "subject_fallbacks")
-        return {n: self.counters[n] for n in names}
 
     def health_details(self) -> dict[str, Any]:
         if self.policy is None:

@@ -38,10 +38,9 @@ from fraudrt.contracts import (
     parse_ts_utc,
 )
 from fraudrt.rtdl._inputs import AUTH_REQUEST, TrafficEvent, traffic_stream
-from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord, pack_columns, split_sql
+from fraudrt.runtime import Batch, ComponentContext, InboundRecord, pack_columns, split_sql
 
-from .._counters import RunCounters
-from .._health import Thresholds, assess, common_checks
+from .._base import CountingActor
 from .._pins import envelope_pins
 from ._truth import Truth, TruthUnavailable, load_truth
 
@@ -98,14 +97,15 @@ def selected(platform_run_id: str, flow_id: int, share: float) -> bool:
     return int.from_bytes(h[:8], "big") < share * 2**64
 
 
-class TruthChargebackFeed(Actor):
+class TruthChargebackFeed(CountingActor):
     name: ClassVar[str] = "truth_chargeback_feed"
     sql_packages: ClassVar[tuple[str, ...]] = ("fraudrt.case_labels", "fraudrt.case_labels.truth_chargeback_feed")
+    counter_names: ClassVar[tuple[str, ...]] = ("flows_selected", "labels_emitted", "labels_emitted_fraud_confirmed",
+                                                "labels_emitted_legit_confirmed", "dead_letters")
 
     def __init__(self) -> None:
+        super().__init__()
         self.settings: Settings | None = None
-        self.counters: RunCounters | None = None
-        self.thresholds = Thresholds()
         self.share = 0.0
         self.delay = timedelta(0)
         self.case_stream = ""
@@ -120,13 +120,11 @@ class TruthChargebackFeed(Actor):
         cfg = ctx.settings.case_labels
         if not 0.0 <= cfg.feed_share <= 1.0 or cfg.feed_delay_seconds < 0:
             raise ValueError("case_labels.feed_share must be in [0, 1] and feed_delay_seconds >= 0")
+        await super().start(ctx)
         self.settings = ctx.settings
         self.share, self.delay = cfg.feed_share, timedelta(seconds=cfg.feed_delay_seconds)
         self.case_stream = ctx.settings.streams.name("case")
-        self.thresholds = Thresholds.from_options(ctx.options)
-        self.counters = RunCounters(ctx.component or self.name, ctx.platform_run_id)
         async with ctx.pool.acquire() as conn:
-            await self.counters.load(conn)
             self.waiting = int(await conn.fetchval(_WAITING_SQL, ctx.platform_run_id))
 
     async def _truth_for(self, pins: Pins) -> Truth:
@@ -138,7 +136,6 @@ class TruthChargebackFeed(Actor):
         return truth
 
     async def handle(self, batch: Batch) -> None:
-        assert self.counters is not None
         counts: Counter[str] = Counter()
         marks: dict[str, str] = {}
         rows: list[tuple[str, ...]] = []
@@ -160,8 +157,7 @@ class TruthChargebackFeed(Actor):
             counts["labels_emitted"] += len(released)
             batch.notes["watermark"] = format_ts_utc(wm)
             batch.notes["waiting"] = int(await batch.conn.fetchval(_WAITING_SQL, run))
-        await self.counters.add(batch.conn, counts)
-        batch.notes["counts"] = counts
+        await self.count(batch, counts)
 
     async def _take(self, batch: Batch, record: InboundRecord, counts: Counter[str],
                     marks: dict[str, str]) -> tuple[str, ...] | None:
@@ -212,28 +208,14 @@ class TruthChargebackFeed(Actor):
         batch.emit(self.case_stream, data, partition_key=key, event_id=event_id_out)
 
     async def after_commit(self, batch: Batch) -> None:
-        assert self.counters is not None
-        counts: Counter[str] = batch.notes.get("counts", Counter())
-        counts["dead_letters"] += len(batch.rejected)
-        self.counters.commit(counts)
+        await super().after_commit(batch)
         if "watermark" in batch.notes:
             self.watermark = batch.notes["watermark"]
             self.waiting = batch.notes["waiting"]
 
-    def health(self) -> tuple[str, list[str]]:
-        if self.counters is None:
-            return "GREEN", []
-        c = self.counters
-        return assess(common_checks(self.thresholds, dead_letters=c["dead_letters"], mismatches=0))
-
     def metrics(self) -> dict[str, Any]:
-        if self.counters is None:
-            return {}
-        c = self.counters
-        return {"flows_selected": c["flows_selected"], "labels_emitted": c["labels_emitted"],
-                "labels_emitted_fraud_confirmed": c["labels_emitted_fraud_confirmed"],
-                "labels_emitted_legit_confirmed": c["labels_emitted_legit_confirmed"],
-                "labels_waiting": self.waiting, "dead_letters": c["dead_letters"], "watermark_ts_utc": self.watermark}
+        out = super().metrics()
+        return {**out, "labels_waiting": self.waiting, "watermark_ts_utc": self.watermark} if out else out
 
     def health_details(self) -> dict[str, Any]:
         return {"reads_ground_truth": True, "share": self.share, "delay_seconds": self.delay.total_seconds(),
