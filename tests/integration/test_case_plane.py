@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 
@@ -148,6 +149,10 @@ async def test_changed_or_forged_triggers_are_never_applied(private_streams: Set
                                     "platform_run_id = $1", run)
             case = await pool.fetchrow("SELECT * FROM cm_cases WHERE platform_run_id = $1", run)
             mismatch = await pool.fetchrow("SELECT * FROM cl_mismatches WHERE platform_run_id = $1", run)
+            for sql in ("UPDATE cm_timeline SET actor_id = 'x' WHERE platform_run_id = $1",
+                        "DELETE FROM cm_timeline WHERE platform_run_id = $1"):
+                with pytest.raises(asyncpg.RaiseError, match="cm_timeline is append-only"):
+                    await pool.execute(sql, run)
     assert [r["reason"].split(":")[0] for r in dead] == ["PAYLOAD_HASH_MISMATCH"]
     assert case["max_score"] == pytest.approx(0.7) and case["trigger_count"] == 1  # the original stands
     assert mismatch["kind"] == "case_trigger" and mismatch["stored_hash"] == original.payload_hash

@@ -21,3 +21,10 @@ CREATE TABLE IF NOT EXISTS cl_mismatches (
     seen_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (component, platform_run_id, id, seen_hash)
 );
+
+-- The plane's records of what happened (case timelines, label assertions) are append-only: a
+-- correction is a new row. Tables that are get this trigger function.
+CREATE OR REPLACE FUNCTION cl_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only (% refused)', TG_TABLE_NAME, TG_OP;
+END $$;

@@ -66,10 +66,6 @@ CREATE TABLE IF NOT EXISTS cm_timeline (
     UNIQUE (platform_run_id, timeline_event_id)
 );
 
-CREATE OR REPLACE FUNCTION cm_timeline_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'cm_timeline is append-only (% refused)', TG_OP;
-END $$;
 DROP TRIGGER IF EXISTS cm_timeline_append_only ON cm_timeline;
 CREATE TRIGGER cm_timeline_append_only BEFORE UPDATE OR DELETE ON cm_timeline
-    FOR EACH ROW EXECUTE FUNCTION cm_timeline_append_only();
+    FOR EACH ROW EXECUTE FUNCTION cl_append_only();

@@ -27,10 +27,6 @@ CREATE TABLE IF NOT EXISTS ls_label_assertions (
 CREATE INDEX IF NOT EXISTS ls_label_assertions_subject
     ON ls_label_assertions (platform_run_id, event_id, label_type, observed_time);
 
-CREATE OR REPLACE FUNCTION ls_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'ls_label_assertions is append-only (% refused)', TG_OP;
-END $$;
 DROP TRIGGER IF EXISTS ls_label_assertions_append_only ON ls_label_assertions;
 CREATE TRIGGER ls_label_assertions_append_only BEFORE UPDATE OR DELETE ON ls_label_assertions
-    FOR EACH ROW EXECUTE FUNCTION ls_append_only();
+    FOR EACH ROW EXECUTE FUNCTION cl_append_only();
