@@ -22,9 +22,12 @@ if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
 from fraudrt.case_labels.truth_chargeback_feed import selected
+from fraudrt.contracts import Pins
+from fraudrt.control_ingress.scenario_runner import sr_ready
 from fraudrt.engine import output_paths, read_run_receipt_raw
-from tests.support.case_lane import run_pins, running_plane, traffic_request
-from tests.support.harness import mint_run_id, new_prefix, open_pool, put, wait_for
+from tests.integration.test_sr_ready import oracle_world, ready_request
+from tests.support.case_lane import run_pins, running_plane, source_event_id, traffic_request
+from tests.support.harness import create_streams, make_scope, mint_run_id, new_prefix, open_pool, put, wait_for
 from tests.support.rtdl_world import envelopes, make_world
 
 pytestmark = pytest.mark.integration
@@ -88,3 +91,35 @@ async def test_the_feed_labels_a_share_of_flows_from_truth_after_the_delay(subst
     assert ls_metrics["accepted_external"] == len(due) and ls_metrics["duplicates"] == 0
     assert [d["reason"].split(":")[0] for d in dead] == ["FLOW_NOT_IN_TRUTH"]
     assert health[0] == "AMBER"  # a refused record needs a look
+
+
+async def test_the_feed_reads_truth_from_the_runs_sr_facts_view(substrate: Any, tmp_path: Path) -> None:
+    """A run started the operator's way (oracle sync, seal, stream-sort, `sr ready`): the feed finds the
+    world through the run's SR facts view and reads the flow-anchor stream view from the object store."""
+    scope = make_scope(substrate, tmp_path / "runs")
+    settings = substrate.settings_for(FRAUDRT_STREAM_PREFIX=scope.prefix, FRAUDRT_RUNS_ROOT=str(tmp_path / "runs"),
+                                      CASE_FEED_SHARE="1.0", CASE_FEED_DELAY_SECONDS="0")
+    await create_streams(settings, ["control", "traffic_fraud", "case"])
+    world = await oracle_world(settings, tmp_path / "w", n_flows=12)
+    ready = await sr_ready(settings, ready_request(scope.run_id, world, f"feed_{scope.prefix}"))
+    pins = Pins(platform_run_id=scope.run_id, scenario_run_id=ready.scenario_run_id,
+                manifest_fingerprint=world.manifest_fingerprint, parameter_hash=world.parameter_hash, seed=world.seed,
+                scenario_id=world.scenario_id)
+    anchors = world.rows["s3_flow_anchor_with_fraud_6B"]
+    truth = {a["flow_id"]: a["fraud_flag"] for a in anchors}
+    requests = [traffic_request(pins, flow, i) for i, flow in enumerate(sorted(truth))]
+    async with open_pool(settings) as pool, KinesisBus(settings.kinesis) as bus:
+        await put(bus, settings.streams.name("traffic_fraud"), requests)
+        async with running_plane(settings, scope.run_id, pool, bus,
+                                 components=("truth_chargeback_feed", "label_store")) as p:
+
+            async def accepted() -> int:
+                return int(p.components["label_store"].metrics().get("accepted", 0))
+
+            # Share 1 and no delay: each flow is due at its own time, which the watermark has reached.
+            await wait_for(accepted, lambda n: n == len(truth), timeout=60, what="a label for every flow")
+            rows = await pool.fetch("SELECT event_id, label_value FROM ls_label_assertions WHERE platform_run_id = $1",
+                                    scope.run_id)
+    labelled = {r["event_id"]: r["label_value"] for r in rows}
+    assert labelled == {source_event_id(scope.run_id, f): "FRAUD_CONFIRMED" if fraud else "LEGIT_CONFIRMED"
+                        for f, fraud in truth.items()}
