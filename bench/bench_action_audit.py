@@ -41,14 +41,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import CpuMeter, machine
 
 from fraudrt.config import Settings, load_settings, project_root
-from fraudrt.runtime import ComponentContext, KinesisBus, OutboxRelay, apply_migrations, configure_gc
+from fraudrt.runtime import ComponentContext
+from fraudrt.runtime._outbox import OutboxRelay
 from fraudrt.runtime._reader import Delivery, ShardReader
 from fraudrt.runtime._runner import ActorRunner
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations, configure_gc
 from fraudrt.substrate import bootstrap, down, up
 
 sys.path.insert(0, str(project_root()))
-from tests.support.decision_lane import chain, outcome
 from tests.support.harness import put
+from tests.support.lane_events import chain, outcome
 
 # One platform run per section: each section's counters and chains start from nothing.
 RUNS = {"action_layer": "platform_20260101T000001Z", "decision_log_audit": "platform_20260101T000002Z",

@@ -220,7 +220,7 @@ class DecisionLaneEvent(msgspec.Struct, frozen=True, kw_only=True):
     parent_event_id: str | None = None
     payload: msgspec.Raw
 
-    def pins(self) -> dict[str, Any]:
+    def pin_values(self) -> dict[str, Any]:
         """The run pins this event carries (absent ones left out): what a derived event copies."""
         return {k: v for k in PIN_FIELDS if (v := getattr(self, k)) is not None}
 

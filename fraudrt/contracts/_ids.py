@@ -48,6 +48,7 @@ ig_policy_digest                   ``H(sorted [{path, content: canon_compact(doc
 governance_event_id                ``S("{FAMILY}|{prid}|{srid or ''}|{component}|{dedupe_key or           64
                                    canon_compact(details)}")``
 archive_payload_hash               ``S(json compact of the whole envelope, default=str)``                 64
+config_digest (new)                ``R("platform.config_digest.v1", resolved settings minus credentials)``  64
 RTDL (rtdl.md §11)
 pin_scope                          the six pins as strings
 decision_id (new, used)            ``R("df.decision_id.v3", {platform_run_id, source_event_id,            32
@@ -558,6 +559,31 @@ def governance_event_id(
     else:
         raise IdRecipeError("governance_event_id needs a dedupe_key or details")
     return sha256_hex(f"{family.upper()}|{platform_run_id}|{scenario_run_id or ''}|{source_component}|{tail}")
+
+
+_CREDENTIAL_KEYS: Final = frozenset({"access_key_id", "secret_access_key", "password", "api_key", "api_keys"})
+
+
+def _without_credentials(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _without_credentials(v) for k, v in node.items() if k not in _CREDENTIAL_KEYS}
+    if isinstance(node, list | tuple):
+        return [_without_credentials(v) for v in node]
+    if isinstance(node, str) and "://" in node and "@" in node:
+        # A URL's password (a DSN's) is a credential too; the rest of the URL is configuration.
+        scheme, _, rest = node.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        return f"{scheme}://{userinfo.partition(':')[0]}{at}{host}"
+    return node
+
+
+def config_digest(settings: Mapping[str, Any]) -> str:
+    """*New*: digest of a component's resolved settings (``msgspec.to_builtins(settings)``), so
+    conformance can tell whether every pack runs with the same configuration:
+    ``R("platform.config_digest.v1", settings minus credentials)``. Access keys, secret keys,
+    passwords and a URL's password are left out, so the digest reveals nothing about them (and
+    rotating a credential is not a configuration drift)."""
+    return recipe_hash("platform.config_digest.v1", _without_credentials(dict(settings)))
 
 
 def archive_payload_hash(envelope: Mapping[str, Any]) -> str:

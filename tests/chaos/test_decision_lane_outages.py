@@ -21,9 +21,10 @@ if str(project_root()) not in sys.path:
 from fraudrt.contracts import health_path
 from fraudrt.rtdl.action_layer import outcomes_for
 from fraudrt.rtdl.decision_log_audit import chains
-from fraudrt.runtime import KinesisBus, apply_migrations, pack_up
-from tests.support.decision_lane import chain
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations, pack_up
 from tests.support.harness import create_streams, kill_pack, make_scope, open_pool, outage, put, wait_for
+from tests.support.lane_events import chain
 
 pytestmark = pytest.mark.chaos
 

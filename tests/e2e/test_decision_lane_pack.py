@@ -25,9 +25,9 @@ if str(project_root()) not in sys.path:
 
 from fraudrt.contracts import audit_chain_id, decode_envelope, health_path, metrics_path
 from fraudrt.rtdl.decision_log_audit import CRASH_AFTER_SEGMENT_PUTS_ENV
-from fraudrt.runtime import KinesisBus, apply_migrations, pack_down, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations, pack_down, pack_up
 from fraudrt.substrate import s3_client
-from tests.support.decision_lane import chain, outcome
 from tests.support.harness import (
     create_streams,
     kill_pack,
@@ -38,6 +38,7 @@ from tests.support.harness import (
     wait_for,
     wait_for_exit,
 )
+from tests.support.lane_events import chain, outcome
 
 pytestmark = pytest.mark.e2e
 

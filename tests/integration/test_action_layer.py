@@ -1,6 +1,6 @@
 """The Action Layer on the real embedded substrate: intents on a private rtdl stream, the actor in process.
 
-Each test puts decision-lane envelopes (tests/support/decision_lane.py) on kinesalite, lets the actor
+Each test puts decision-lane envelopes (tests/support/lane_events.py) on kinesalite, lets the actor
 commit to the embedded Postgres through the runtime, and checks its ledger (`outcomes_for`), the
 outcomes it wrote to the outbox (what the relay publishes) and its health.
 """
@@ -32,8 +32,8 @@ from fraudrt.rtdl.action_layer import (
     intake_progress,
     outcomes_for,
 )
-from fraudrt.runtime import KinesisBus, apply_migrations
-from tests.support.decision_lane import Chain, chain, with_event_id, with_payload
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations
 from tests.support.harness import (
     Ack,
     LocalActor,
@@ -46,6 +46,7 @@ from tests.support.harness import (
     put,
     wait_for,
 )
+from tests.support.lane_events import Chain, chain, with_event_id, with_payload
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +155,7 @@ async def test_every_intent_gets_exactly_one_outcome_from_trim_horizon_whatever_
         health = actor.health()
         details = actor.health_details()
         calls = actor.downstream.calls
-        latency = actor.latencies()["decision_to_outcome"].summary()
+        latency = actor.latency_histograms()["decision_to_outcome"].summary()
         assert la.stats.dead_lettered == 0
     async with pool.acquire() as conn:
         ledger = {o.idempotency_key: o for o in await outcomes_for(conn, run)}

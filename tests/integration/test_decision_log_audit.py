@@ -36,9 +36,9 @@ from fraudrt.rtdl.decision_log_audit import (
     chains,
     links,
 )
-from fraudrt.runtime import KinesisBus, apply_migrations
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations
 from fraudrt.substrate import s3_client
-from tests.support.decision_lane import Chain, chain, outcome, with_payload
 from tests.support.harness import (
     Ack,
     LocalActor,
@@ -49,6 +49,7 @@ from tests.support.harness import (
     wait_checkpoints,
     wait_for,
 )
+from tests.support.lane_events import Chain, chain, outcome, with_payload
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +127,7 @@ async def test_every_arrival_order_resolves_each_chain_once_with_its_records_log
                                       for name in order])
         await wait_read(pool, run, acks)
         health, details = actor.health(), actor.health_details()
-        latency = actor.latencies()["admit_to_audit"].summary()
+        latency = actor.latency_histograms()["admit_to_audit"].summary()
     everything = apart + together
     async with pool.acquire() as conn:
         views = {v.decision_id: v for v in await chains(conn, run)}

@@ -1,32 +1,29 @@
-"""Valid decision-lane envelopes from a few parameters: what the Decision Fabric and the Action Layer
-would put on `fp.bus.rtdl.v1`, with every id from the contract's recipes.
-
-`chain(run, n)` is the n-th traffic event's decision and its one intent; `outcome(chain, ...)` the
-outcome the Action Layer would publish for that intent. Tests put these on private streams in any
-order, as many times as they like.
-"""
+"""Decision-lane events as the decision lane publishes them (contracts `_decisions.py`, ids `_ids.py`),
+for tests of their consumers before (or without) the real lane: one decision, one intent, one
+outcome and one audit record per traffic AUTH_REQUEST, with timestamps a test chooses."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import msgspec
 
 from fraudrt.contracts import (
     ACTION_INTENT,
     ACTION_KIND_OF,
     ACTION_OUTCOME,
+    AUDIT_RECORD,
+    CASE_TRIGGER,
     DECISION_RESPONSE,
     TXN_DISPOSITION,
     ActionIntentPayload,
     ActionOutcomePayload,
     Attempt,
+    AuditRecordPayload,
     BundleRef,
     DecisionPayload,
     DecisionTimings,
+    Envelope,
     FeatureBasis,
     PostureRef,
     SourceEvent,
@@ -34,112 +31,91 @@ from fraudrt.contracts import (
     action_idempotency_key,
     action_intent_event_id,
     action_outcome_id,
+    audit_chain_id,
     decision_id,
     decision_response_event_id,
-    derived_envelope,
+    encode_envelope,
     format_ts_utc,
-    utc_now_ts,
 )
 
-
-def pins_for(run: str) -> dict[str, Any]:
-    """The pins every event of `run` carries (as the traffic event they descend from)."""
-    scenario_run = hashlib.sha256(f"sr|{run}".encode()).hexdigest()[:32]
-    return {"platform_run_id": run, "scenario_run_id": scenario_run,
-            "manifest_fingerprint": hashlib.sha256(b"mf").hexdigest(),
-            "parameter_hash": hashlib.sha256(b"ph").hexdigest(), "seed": 42, "scenario_id": "baseline_v1",
-            "run_id": scenario_run}
-
-
-def source_event_id(run: str, n: int) -> str:
-    return hashlib.sha256(f"traffic|{run}|{n}".encode()).hexdigest()
+PINS_KEYS = ("platform_run_id", "scenario_run_id", "manifest_fingerprint", "parameter_hash", "seed", "scenario_id")
 
 
 @dataclass(frozen=True)
 class Chain:
-    run: str
-    n: int
-    source_event_id: str
+    """The four envelopes of one decision chain (bytes, ready for the bus) and its ids."""
+
     decision_id: str
-    decision_event_id: str
-    intent_event_id: str
-    idempotency_key: str
-    action_id: str
-    action: str
-    action_kind: str
-    admitted_at_utc: str
-    decided_at_utc: str
     decision: bytes
     intent: bytes
-
-    @property
-    def outcome_id(self) -> str:
-        return action_outcome_id(self.decision_id, self.action_id, self.idempotency_key)
+    outcome: bytes
+    audit: bytes
 
 
-def chain(run: str, n: int, *, action: str = "APPROVE", admitted_at_utc: str | None = None,
-          origin: str = "DF", actor_principal: str = "SYSTEM::decision_fabric") -> Chain:
-    """The decision on traffic event `n` of `run` and its one disposition intent."""
-    pins = pins_for(run)
-    src = source_event_id(run, n)
-    did = decision_id(run, src)
-    now = utc_now_ts()
-    admitted = admitted_at_utc or now
-    dec_event = decision_response_event_id(src, pins)
-    decision = DecisionPayload(
-        decision_id=did, source_event=SourceEvent(event_id=src, event_type="s3_event_stream_with_fraud_6B",
-                                                  ts_utc=format_ts_utc_of(n), stream="fp.bus.traffic.fraud.v1",
-                                                  shard_id="shardId-000000000000", sequence_number=str(n + 1)),
-        flow_id=n, action=action, score=0.01 * (n % 100), reason_codes=["SCORE_BAND"], rules_fired=[],  # type: ignore[arg-type]
-        top_features=[], bundle=BundleRef(bundle_id="test_bundle", version="v0", digest="0" * 64),
-        features=FeatureBasis(), posture=PostureRef(mode="NORMAL", posture_seq=1), context_status="COMPLETE",
-        timings=DecisionTimings(admitted_at_utc=admitted, decided_at_utc=now, admit_to_decision_ms=0.0),
-        run_config_digest="1" * 64)
+def _ts(dt: datetime) -> str:
+    return format_ts_utc(dt)
+
+
+def chain(pins: dict[str, Any], traffic_event_id: str, flow_id: int, action: str, *, admitted: datetime,
+          decide_ms: float = 5.0, outcome_ms: float = 7.0, audit_ms: float = 20.0, stream: str = "traffic",
+          outcome_status: str = "EXECUTED") -> Chain:
+    run = pins["platform_run_id"]
+    did = decision_id(run, traffic_event_id)
+    decided = admitted + timedelta(milliseconds=decide_ms)
+    completed = decided + timedelta(milliseconds=outcome_ms)
+    audited = admitted + timedelta(milliseconds=audit_ms)
     kind = ACTION_KIND_OF[action]
-    key = action_idempotency_key(src, TXN_DISPOSITION, pins)
+    idem = action_idempotency_key(traffic_event_id, TXN_DISPOSITION, pins)
     aid = action_id(did, TXN_DISPOSITION)
-    intent_event = action_intent_event_id(src, TXN_DISPOSITION, pins)
-    intent = ActionIntentPayload(
-        action_id=aid, decision_id=did, action_kind=kind, idempotency_key=key, source_event_id=src,  # type: ignore[arg-type]
-        flow_id=n, actor_principal=actor_principal, origin=origin, reason_ref=f"decision://{did}",
-        admitted_at_utc=admitted, decided_at_utc=now, requested_at_utc=now)
+    base = {k: pins[k] for k in PINS_KEYS}
+
+    def envelope(event_id: str, event_type: str, ts: datetime, parent: str, payload: Any) -> bytes:
+        import msgspec
+
+        return encode_envelope(Envelope(event_id=event_id, event_type=event_type, schema_version="v1",
+                                        ts_utc=_ts(ts), producer="svc:test_decision_lane", parent_event_id=parent,
+                                        payload=msgspec.to_builtins(payload), **base))
+
+    decision = DecisionPayload(
+        decision_id=did, source_event=SourceEvent(event_id=traffic_event_id, event_type="AUTH_REQUEST",
+                                                  ts_utc=_ts(admitted), stream=stream, shard_id="shardId-000000000000",
+                                                  sequence_number="1"),
+        flow_id=flow_id, action=action, score=0.5, reason_codes=[], rules_fired=[], top_features=[],  # type: ignore[arg-type]
+        bundle=BundleRef(bundle_id="test", version="1", digest="0" * 64), features=FeatureBasis(),
+        posture=PostureRef(mode="NORMAL", posture_seq=0), context_status="COMPLETE",
+        timings=DecisionTimings(admitted_at_utc=_ts(admitted), decided_at_utc=_ts(decided),
+                                admit_to_decision_ms=decide_ms), run_config_digest="0" * 64)
+    decision_event_id = decision_response_event_id(traffic_event_id, pins)
+    intent_event_id = action_intent_event_id(traffic_event_id, TXN_DISPOSITION, pins)
+    intent = ActionIntentPayload(action_id=aid, decision_id=did, action_kind=kind, idempotency_key=idem,  # type: ignore[arg-type]
+                                 source_event_id=traffic_event_id, flow_id=flow_id, reason_ref=did,
+                                 admitted_at_utc=_ts(admitted), decided_at_utc=_ts(decided),
+                                 requested_at_utc=_ts(decided))
+    oid = action_outcome_id(did, aid, idem)
+    outcome = ActionOutcomePayload(outcome_id=oid, action_id=aid, decision_id=did, action_kind=kind,  # type: ignore[arg-type]
+                                   idempotency_key=idem, status=outcome_status, reason_code="OK",  # type: ignore[arg-type]
+                                   attempts=[Attempt(attempt_seq=1, state="SUCCEEDED", provider_code="200")],
+                                   source_event_id=traffic_event_id, admitted_at_utc=_ts(admitted),
+                                   decided_at_utc=_ts(decided), requested_at_utc=_ts(decided),
+                                   completed_at_utc=_ts(completed))
+    audit = AuditRecordPayload(audit_id=audit_chain_id(run, did), decision_id=did, source_event_id=traffic_event_id,
+                               action=action, chain_status="RESOLVED", intent_ids=[aid], outcome_ids=[oid],  # type: ignore[arg-type]
+                               outcome_statuses=[outcome_status], admitted_at_utc=_ts(admitted),  # type: ignore[list-item]
+                               decided_at_utc=_ts(decided), audited_at_utc=_ts(audited), admit_to_audit_ms=audit_ms)
     return Chain(
-        run=run, n=n, source_event_id=src, decision_id=did, decision_event_id=dec_event,
-        intent_event_id=intent_event, idempotency_key=key, action_id=aid, action=action, action_kind=kind,
-        admitted_at_utc=admitted, decided_at_utc=now,
-        decision=derived_envelope(pins, event_id=dec_event, event_type=DECISION_RESPONSE, ts_utc=now,
-                                  producer="decision_fabric", parent_event_id=src, payload=decision),
-        intent=derived_envelope(pins, event_id=intent_event, event_type=ACTION_INTENT, ts_utc=now,
-                                producer="decision_fabric", parent_event_id=dec_event, payload=intent))
+        decision_id=did,
+        decision=envelope(decision_event_id, DECISION_RESPONSE, decided, traffic_event_id, decision),
+        intent=envelope(intent_event_id, ACTION_INTENT, decided, decision_event_id, intent),
+        outcome=envelope(oid, ACTION_OUTCOME, completed, intent_event_id, outcome),
+        audit=envelope(audit_chain_id(run, did), AUDIT_RECORD, audited, decision_event_id, audit))
 
 
-def format_ts_utc_of(n: int) -> str:
-    """A simulated event time for traffic event n."""
-    return format_ts_utc(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=n))
+def case_trigger(pins: dict[str, Any], decision: str, at: datetime) -> bytes:
+    base = {k: pins[k] for k in PINS_KEYS}
+    return encode_envelope(Envelope(event_id=f"ct-{decision}", event_type=CASE_TRIGGER, schema_version="v1",
+                                    ts_utc=_ts(at), producer="svc:test_case_trigger", payload={"decision": decision},
+                                    **base))
 
 
-def outcome(c: Chain, *, status: str = "EXECUTED", reason_code: str = "OK") -> bytes:
-    """The outcome the Action Layer would publish for `c`'s intent."""
-    now = utc_now_ts()
-    payload = ActionOutcomePayload(
-        outcome_id=c.outcome_id, action_id=c.action_id, decision_id=c.decision_id, action_kind=c.action_kind,  # type: ignore[arg-type]
-        idempotency_key=c.idempotency_key, status=status, reason_code=reason_code,  # type: ignore[arg-type]
-        attempts=[Attempt(attempt_seq=1, state="SUCCEEDED", provider_code="OK")], source_event_id=c.source_event_id,
-        admitted_at_utc=c.admitted_at_utc, decided_at_utc=c.decided_at_utc, requested_at_utc=c.decided_at_utc,
-        completed_at_utc=now)
-    return derived_envelope(pins_for(c.run), event_id=c.outcome_id, event_type=ACTION_OUTCOME, ts_utc=now,
-                            producer="action_layer", parent_event_id=c.intent_event_id, payload=payload)
-
-
-def with_payload(envelope: bytes, **changes: Any) -> bytes:
-    """A changed copy of an envelope (same event id): its payload fields replaced by `changes`."""
-    doc = msgspec.json.decode(envelope)
-    doc["payload"] = {**doc["payload"], **changes}
-    return msgspec.json.encode(doc)
-
-
-def with_event_id(envelope: bytes, event_id: str) -> bytes:
-    """The same envelope under another event id (another event claiming the same thing)."""
-    doc = msgspec.json.decode(envelope)
-    doc["event_id"] = event_id
-    return msgspec.json.encode(doc)
+def at(second: int, ms: int = 0) -> datetime:
+    return datetime(2031, 6, 1, 12, 0, 0, tzinfo=UTC) + timedelta(seconds=second, milliseconds=ms)

@@ -505,3 +505,16 @@ def test_every_recipe_is_in_the_module_table_and_exported() -> None:
     missing = [name for name in public if name not in helpers and f"\n{name} " not in table]
     assert missing == []
     assert [name for name in public if name not in contracts.__all__] == []
+
+
+def test_config_digest_ignores_credentials_and_sees_configuration() -> None:
+    from fraudrt.contracts import config_digest
+
+    base = {"s3": {"endpoint_url": "http://127.0.0.1:9000", "access_key_id": "AK", "secret_access_key": "S1"},
+            "postgres": {"dsn": "postgresql://u:pw1@127.0.0.1:5432/db"}, "streams": {"prefix": ""}}
+    rotated = {"s3": {"endpoint_url": "http://127.0.0.1:9000", "access_key_id": "AK2", "secret_access_key": "S2"},
+               "postgres": {"dsn": "postgresql://u:other@127.0.0.1:5432/db"}, "streams": {"prefix": ""}}
+    moved = {**base, "streams": {"prefix": "x-"}}
+    assert config_digest(base) == config_digest(rotated)
+    assert config_digest(base) != config_digest(moved)
+    assert len(config_digest(base)) == 64

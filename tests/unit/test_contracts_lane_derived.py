@@ -43,7 +43,7 @@ def test_a_derived_envelope_copies_the_parents_pins_and_round_trips() -> None:
     assert {k: getattr(env, k) for k in PINS} == PINS
     assert env.schema_version == "v1" and env.parent_event_id == "f" * 64 and env.producer == "action_layer"
     lane = lane_event_decoder.decode(data)
-    assert lane.pins() == PINS
+    assert lane.pin_values() == PINS
     assert decode_payload(lane) == _outcome()
 
 

@@ -191,7 +191,7 @@ class ActionLayer(LaneActor):
             reason_code=reason, attempts=attempts, provider_ref=provider_ref, source_event_id=intent.source_event_id,
             admitted_at_utc=intent.admitted_at_utc, decided_at_utc=intent.decided_at_utc,
             requested_at_utc=intent.requested_at_utc, completed_at_utc=completed)
-        data = derived_envelope(event.pins(), event_id=outcome_id, event_type=ACTION_OUTCOME, ts_utc=completed,
+        data = derived_envelope(event.pin_values(), event_id=outcome_id, event_type=ACTION_OUTCOME, ts_utc=completed,
                                 producer=PRODUCER, parent_event_id=event.event_id, payload=payload)
         # Keyed by decision: a decision's intent and outcome land on one shard, in order, for the auditor.
         batch.emit(self._stream, data, partition_key=intent.decision_id, event_id=outcome_id)
@@ -339,6 +339,6 @@ class ActionLayer(LaneActor):
         return {**self.counters, "in_flight": len(self.pending), "downstream_calls_total": self.downstream.calls,
                 "execution_posture": self.policy.posture}
 
-    def latencies(self) -> dict[str, LatencyHistogram]:
+    def latency_histograms(self) -> dict[str, LatencyHistogram]:
         return {"decision_to_outcome": self.decision_to_outcome, "admit_to_outcome": self.admit_to_outcome}
 

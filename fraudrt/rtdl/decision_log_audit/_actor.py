@@ -45,7 +45,8 @@ from fraudrt.contracts import (
     utc_now_ts,
     write_json_atomic,
 )
-from fraudrt.runtime import Batch, ComponentContext, LatencyHistogram, component_dir
+from fraudrt.runtime import Batch, ComponentContext, LatencyHistogram
+from fraudrt.runtime.packs import component_dir
 from fraudrt.substrate import s3_client
 
 from .._health import Findings
@@ -280,7 +281,7 @@ class DecisionLogAudit(LaneActor):
             row = rows.get(fact.decision_id) or before.get(fact.decision_id)
             if row is None:
                 out.counters["chains_total"] += 1
-                row = ChainRow(Chain.first(fact), [], _pins_encoder.encode(read.event.pins()).decode(), now, None,
+                row = ChainRow(Chain.first(fact), [], _pins_encoder.encode(read.event.pin_values()).decode(), now, None,
                                None)
             chain, anomaly = join(row.chain, fact)
             rows[fact.decision_id] = row._replace(chain=chain)
@@ -413,7 +414,7 @@ class DecisionLogAudit(LaneActor):
         return {**self.counters, "chains_in_flight": self._pending(),
                 "segment_put_failures_total": self.segments.put_failures if self.segments is not None else 0}
 
-    def latencies(self) -> dict[str, LatencyHistogram]:
+    def latency_histograms(self) -> dict[str, LatencyHistogram]:
         return {"admit_to_audit": self.admit_to_audit}
 
     def reconciliation(self) -> dict[str, Any]:
