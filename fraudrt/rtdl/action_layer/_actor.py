@@ -98,7 +98,6 @@ class ActionLayer(LaneActor):
         self.downstream = SimulatedDownstream(self.config.downstream)
         self.policy = ExecutionPolicy(self.config.policy)
         self._stream = ""
-        self._run = ""
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         # idempotency key -> when it was taken in, for intents waiting on a retry (oldest first).
         self.pending: dict[str, float] = {}
@@ -115,7 +114,6 @@ class ActionLayer(LaneActor):
             self.policy = ExecutionPolicy(self.config.policy)
             self._recent = deque(self._recent, maxlen=self.config.health.failure_window)
         self._stream = ctx.settings.streams.name("rtdl")
-        self._run = ctx.platform_run_id
         async with ctx.pool.acquire() as conn:
             loaded = await load_counters(conn, _store.COUNTERS_TABLE, ctx.platform_run_id)
             pending = await _store.load_pending(conn, ctx.platform_run_id)
