@@ -442,7 +442,8 @@ async def bench_rtdl_core_pack(settings: Settings, meter: CpuMeter, flows: int, 
         actors = [("archive_writer", ArchiveWriter()), ("context_store_flow_binding", ContextStoreFlowBinding()),
                   ("online_feature_plane", OnlineFeaturePlane()), ("identity_entity_graph", IdentityEntityGraph())]
         c0, t0 = meter.snap(), time.perf_counter()
-        async with LocalPack(settings, actors, RUN, pool, bus, pack_id="bench_rtdl_core") as lp:
+        depth = int(os.environ.get("BENCH_QUEUE_DEPTH", "4"))
+        async with LocalPack(settings, actors, RUN, pool, bus, pack_id="bench_rtdl_core", queue_depth=depth) as lp:
 
             def done() -> bool:
                 for runner in lp.runners.values():
