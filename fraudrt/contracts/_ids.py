@@ -697,6 +697,7 @@ def df_checkpoint_token_id(source_event_id: str, decision_id: str) -> str:
 # has the same digests. Paths are (field, subfield).
 DECISION_RUN_SPECIFIC_FIELDS: Final[tuple[tuple[str, str | None], ...]] = (
     ("timings", None),
+    ("source_event", "stream"),
     ("source_event", "shard_id"),
     ("source_event", "sequence_number"),
     ("posture", "posture_seq"),

@@ -515,7 +515,8 @@ def test_decision_content_digest_ignores_only_run_specific_fields() -> None:
             "posture": {"mode": "NORMAL", "posture_seq": 1, "decided_at_utc": "t0"},
             "features": {"ofp_watermark_utc": "w0", "graph_version": "g"},
             "timings": {"admitted_at_utc": "t1", "decided_at_utc": "t2", "admit_to_decision_ms": 3.0}}
-    elsewhere = {**base, "source_event": {**base["source_event"], "shard_id": "shardId-7", "sequence_number": "9"},
+    elsewhere = {**base, "source_event": {**base["source_event"], "stream": "t1-s", "shard_id": "shardId-7",
+                                          "sequence_number": "9"},
                  "posture": {**base["posture"], "posture_seq": 4, "decided_at_utc": "t9"},
                  "features": {**base["features"], "ofp_watermark_utc": "w9"}, "timings": {"admitted_at_utc": "x"}}
     assert df_decision_content_digest(base) == df_decision_content_digest(elsewhere)

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from fraudrt.rtdl.context_store_flow_binding import FlowBinding
 from fraudrt.rtdl.identity_entity_graph import DEFINITION_DIGEST as IEG_DEFINITION_DIGEST
 from fraudrt.rtdl.identity_entity_graph import FEATURE_NAMES as IEG_FEATURE_NAMES
-from fraudrt.rtdl.online_feature_plane import FeatureDefinitions, load_definitions
+from fraudrt.rtdl.identity_entity_graph import GraphFeatures
+from fraudrt.rtdl.online_feature_plane import FeatureDefinitions, FlowFeatures, load_definitions
 
 F64 = npt.NDArray[np.float64]
 
@@ -85,6 +87,39 @@ class InputColumns:
         return cls(len(rows), {n: np.ascontiguousarray(matrix[:, i]) for i, n in enumerate(names)})
 
 
+class OnlineFlow(NamedTuple):
+    """One flow's answers from the typed readers (None: that source is not used for it)."""
+
+    amount: float
+    binding: FlowBinding | None
+    features: FlowFeatures | None
+    graph: GraphFeatures | None
+
+
+class OnlineInputs:
+    """Builds a batch's input columns from the readers' answers, for the inputs a bundle reads."""
+
+    def __init__(self, definitions: FeatureDefinitions) -> None:
+        self._velocity_index = {f"velocity.{n}": i for i, n in enumerate(definitions.names)}
+
+    def value(self, name: str, flow: OnlineFlow) -> float:
+        group, field = name.split(".", 1)
+        if group == "request":
+            return float(amount_minor(flow.amount))
+        if group == "binding":
+            arrival = flow.binding.arrival if flow.binding is not None else None
+            # An arrival without the field (another engine's world) reads as card-present, as offline.
+            return 1.0 if arrival is not None and arrival.is_virtual else 0.0
+        if group == "velocity":
+            assert flow.features is not None and flow.features.values is not None
+            return float(flow.features.values[self._velocity_index[name]])
+        assert flow.graph is not None
+        return float(getattr(flow.graph, field))
+
+    def columns(self, names: Sequence[str], flows: Sequence[OnlineFlow]) -> InputColumns:
+        return InputColumns.from_rows(names, [[self.value(n, f) for n in names] for f in flows])
+
+
 def offline_inputs(engine_run_root: Path | str, *, mode: str = "fraud", definitions: FeatureDefinitions | None = None,
                    scenario_id: str | None = None) -> pl.DataFrame:
     """Every input of every flow of a world: `flow_id`, `ts_utc`, then one Float64 column per input.
@@ -109,7 +144,7 @@ def offline_inputs(engine_run_root: Path | str, *, mode: str = "fraud", definiti
                                                    for n in defs.names))
            .join(requests, on="flow_id", how="inner")
            .join(bindings_df.select(pl.col("flow_id").cast(pl.Int64),
-                                    pl.col("is_virtual").cast(pl.Float64).alias("binding.is_virtual")),
+                                    pl.col("is_virtual").cast(pl.Float64).fill_null(0.0).alias("binding.is_virtual")),
                  on="flow_id", how="inner")
            .join(graph.select(pl.col("flow_id").cast(pl.Int64),
                               *(pl.col(n).cast(pl.Float64).alias(f"graph.{n}") for n in IEG_FEATURE_NAMES)),
