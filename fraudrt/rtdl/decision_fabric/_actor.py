@@ -60,10 +60,9 @@ from fraudrt.rtdl.policy import (
     PolicyBundle,
     Verdict,
     decide,
-    expr_inputs,
-    group_of,
     load_bundle,
     load_policy,
+    needed_inputs,
 )
 from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord, content_hash
 from fraudrt.runtime._latency import LatencyHistogram
@@ -228,8 +227,16 @@ class DecisionFabric(Actor):
         self._posture_waited = False
         async with ctx.pool.acquire() as conn:
             self.counts = {}
-            for action, status, mode, model, n in await _store.decision_counts(conn, ctx.platform_run_id):
+            recent = [0, 0]
+            window = self.thresholds.deadline_window_s
+            for action, status, mode, model, n, last in await _store.decision_counts(conn, ctx.platform_run_id,
+                                                                                      window):
                 self._count(action, status, mode, model or None, n)
+                recent[0] += last
+                recent[1] += last if status == "CONTEXT_MISSING" else 0
+            # The health window survives a restart (its decisions are counted as of now: they age out
+            # of it one window after the start rather than at their own times).
+            self.window.add(self._clock(), recent[0], recent[1])
             self.pending = dict(await _store.pending_ages(conn, ctx.platform_run_id))
         # A timer left by the previous run of this actor fires anyway; a fresh one is set if needed.
         self.recheck_scheduled = False
@@ -342,14 +349,6 @@ class DecisionFabric(Actor):
 
     # ------------------------------------------------------------------ deciding
 
-    def _needed_inputs(self, plan: _Plan, groups: Sequence[str]) -> list[str]:
-        if plan.bundle is None:
-            return []
-        b = plan.bundle.bundle
-        names = {i for m in b.models for f in m.features for i in expr_inputs(f.expr)} if plan.use_model else set()
-        names |= {i for r in b.rules for i in r.inputs}
-        return sorted(n for n in names if group_of(n) in groups)
-
     def _decide(self, batch: Batch, requests: Sequence[_Request], bc: BatchContext, plan: _Plan,
                 posture: _PostureView, out: _Outcome, *, context_missing: bool) -> list[_store.DecisionRow]:
         """Decide `requests` (all complete for the plan's sources, or all at their deadline)."""
@@ -368,7 +367,7 @@ class DecisionFabric(Actor):
         rows = []
         now = self._clock()
         for groups, reqs in by_groups.items():
-            names = self._needed_inputs(plan, groups)
+            names = needed_inputs(plan.bundle.bundle, groups, plan.use_model) if plan.bundle else []
             assert self.inputs is not None
             flows = [self._online(req, bc, groups) for req in reqs]
             cols = self.inputs.columns(names, flows)

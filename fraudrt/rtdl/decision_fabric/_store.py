@@ -64,7 +64,8 @@ _PENDING_AGES: Final = """
 SELECT decision_id, first_seen FROM df_pending WHERE platform_run_id = $1 ORDER BY first_seen, decision_id
 """
 _COUNTS: Final = """
-SELECT action, context_status, posture_mode, coalesce(model, '') AS model, count(*) AS n
+SELECT action, context_status, posture_mode, coalesce(model, '') AS model, count(*) AS n,
+       count(*) FILTER (WHERE decided_at > clock_timestamp() - make_interval(secs => $2)) AS recent
   FROM df_decisions WHERE platform_run_id = $1 GROUP BY 1, 2, 3, 4
 """
 
@@ -160,10 +161,12 @@ async def pending_ages(conn: Any, platform_run_id: str) -> list[tuple[str, float
     return [(r["decision_id"], r["first_seen"]) for r in await conn.fetch(_PENDING_AGES, platform_run_id)]
 
 
-async def decision_counts(conn: Any, platform_run_id: str) -> list[tuple[str, str, str, str, int]]:
-    """(action, context_status, posture_mode, model, n) of the run's decisions: read once at start."""
-    return [(r["action"], r["context_status"], r["posture_mode"], r["model"], r["n"])
-            for r in await conn.fetch(_COUNTS, platform_run_id)]
+async def decision_counts(conn: Any, platform_run_id: str,
+                          recent_s: float) -> list[tuple[str, str, str, str, int, int]]:
+    """(action, context_status, posture_mode, model, n, of which in the last `recent_s`) of the run's
+    decisions: read once at start (a scan of the run's rows, never on the hot path)."""
+    return [(r["action"], r["context_status"], r["posture_mode"], r["model"], r["n"], r["recent"])
+            for r in await conn.fetch(_COUNTS, platform_run_id, float(recent_s))]
 
 
 def epoch_to_dt(epoch: float) -> datetime:

@@ -66,7 +66,7 @@ from ._inputs import (
     velocity_inputs,
 )
 from ._quality import ACTED, ActionStats, CampaignStats, QualityReport, compare, evaluate_world, quality_of
-from ._scoring import Verdict, choose_model, decide, evaluate_expr, score_model
+from ._scoring import Verdict, choose_model, decide, evaluate_expr, needed_inputs, score_model
 
 __all__ = [
     "ACTED",
@@ -121,6 +121,7 @@ __all__ = [
     "load_fit_spec",
     "load_policy",
     "load_rule_set",
+    "needed_inputs",
     "offline_inputs",
     "parse_bundle",
     "parse_policy",

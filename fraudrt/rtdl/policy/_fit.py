@@ -42,7 +42,7 @@ from ._bundle import (
     validate,
 )
 from ._inputs import F64, definitions_digests, frame_columns, group_of, offline_inputs
-from ._scoring import decide, feature_matrix, score_model
+from ._scoring import decide, feature_matrix, needed_inputs, score_model
 
 _MAX_ITER: Final = 50
 _BANDS: Final = ("STEP_UP", "REVIEW", "DECLINE")
@@ -208,9 +208,7 @@ def fit_model(name: str, features: Sequence[FeatureSpec], data: pl.DataFrame, l2
 
 def action_shares(bundle: PolicyBundle, data: pl.DataFrame, groups: Sequence[str], use_model: bool) -> dict[str, float]:
     """Shares of legitimate and fraudulent flows per action (`legit.REVIEW`, `fraud.DECLINE`, ...)."""
-    needed = {i for m in bundle.models for f in m.features for i in expr_inputs(f.expr)}
-    needed |= {i for r in bundle.rules for i in r.inputs}
-    cols = frame_columns(data, sorted(n for n in needed if group_of(n) in groups))
+    cols = frame_columns(data, needed_inputs(bundle, groups, use_model))
     actions = np.array([v.action for v in decide(bundle, cols, groups=groups, use_model=use_model)])
     fraud = data["fraud_flag"].to_numpy()
     out: dict[str, float] = {}

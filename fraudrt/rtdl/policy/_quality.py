@@ -26,10 +26,10 @@ import polars as pl
 
 from fraudrt.contracts import ACTIONS
 
-from ._bundle import LoadedBundle, expr_inputs
+from ._bundle import LoadedBundle
 from ._fit import world_truth
-from ._inputs import frame_columns, group_of, offline_inputs
-from ._scoring import decide
+from ._inputs import frame_columns, offline_inputs
+from ._scoring import decide, needed_inputs
 
 ACTED: Final = frozenset({"REVIEW", "DECLINE"})
 TARGET_RECALL: Final = 0.80
@@ -125,9 +125,7 @@ def evaluate_world(engine_run_root: Path | str, bundles: Sequence[tuple[str, Loa
     reports = []
     for label, loaded, groups, use_model in bundles:
         b = loaded.bundle
-        needed = {i for m in b.models for f in m.features for i in expr_inputs(f.expr)} | {
-            i for r in b.rules for i in r.inputs}
-        cols = frame_columns(inputs, sorted(n for n in needed if group_of(n) in groups))
+        cols = frame_columns(inputs, needed_inputs(b, groups, use_model))
         verdicts = decide(b, cols, groups=groups, use_model=use_model)
         reports.append(quality_of(zip(flow_ids, (v.action for v in verdicts), strict=True), truth, label=label,
                                   bundle=loaded, groups=groups))

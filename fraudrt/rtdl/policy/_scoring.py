@@ -21,7 +21,7 @@ import numpy as np
 from fraudrt.contracts import ACTIONS
 
 from ._bundle import SEVERITY, Model, PolicyBundle, Rule, expr_inputs
-from ._inputs import F64, InputColumns
+from ._inputs import F64, InputColumns, group_of
 
 TOP_FEATURES: Final = 3
 _CMP: Final = {">=": np.greater_equal, ">": np.greater, "<": np.less, "<=": np.less_equal, "==": np.equal}
@@ -47,11 +47,12 @@ def evaluate_expr(expr: Any, cols: InputColumns) -> F64:
     raise ValueError(f"unknown expression operator {op!r}")
 
 
-def model_inputs(model: Model) -> list[str]:
-    out: list[str] = []
-    for f in model.features:
-        out.extend(i for i in expr_inputs(f.expr) if i not in out)
-    return out
+def needed_inputs(bundle: PolicyBundle, groups: Iterable[str], use_model: bool = True) -> list[str]:
+    """The raw inputs (sorted) a bundle can read within `groups`: its models' (if used) and its rules'."""
+    allowed = set(groups)
+    names = {i for m in bundle.models for f in m.features for i in expr_inputs(f.expr)} if use_model else set()
+    names |= {i for r in bundle.rules for i in r.inputs}
+    return sorted(n for n in names if group_of(n) in allowed)
 
 
 def feature_matrix(model: Model, cols: InputColumns) -> list[F64]:
