@@ -1,7 +1,8 @@
 """The shipped policy bundles are the output of `fraudrt policy`, byte for byte, and decide well.
 
-The model bundle is rebuilt the way docs/runbook.md says: generate the training world (seed 7) with
-`fraudrt engine generate`, fit it with `fraudrt policy fit`; the rules-only bundle with
+The model bundle is rebuilt the way docs/runbook.md says: generate the three training worlds (seeds
+7, 17, 19: 100k, 20k and 5k flows, so the velocity windows are seen over worlds of different
+lengths) with `fraudrt engine generate`, fit them with `fraudrt policy fit`; the rules-only bundle with
 `fraudrt policy rules`. Then the decision quality of both on an evaluation world (seed 11, never used
 for fitting), through the scoring code DF runs. No substrate needed: these are files and polars.
 """
@@ -19,29 +20,30 @@ from fraudrt.rtdl.policy import GROUPS, compare, evaluate_world, load_bundle, lo
 
 pytestmark = pytest.mark.integration
 
-TRAINING_SEED, EVALUATION_SEED, FLOWS = 7, 11, 100_000
+TRAINING = ((7, 100_000), (17, 20_000), (19, 5_000))
+EVALUATION_SEED, FLOWS = 11, 100_000
 
 
-def _generate(out: Path, seed: int) -> Path:
+def _generate(out: Path, seed: int, flows: int = FLOWS) -> Path:
     result = CliRunner().invoke(cli, ["engine", "generate", "--out", str(out), "--seed", str(seed), "--flows",
-                                      str(FLOWS), "--mode", "fraud", "--json"], catch_exceptions=False)
+                                      str(flows), "--mode", "fraud", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return Path(json.loads(result.output)["engine_run_root"])
 
 
 def test_the_shipped_bundles_rebuild_byte_for_byte(tmp_path: Path) -> None:
     policy = load_policy()
-    world = _generate(tmp_path / "train", TRAINING_SEED)
+    worlds = [_generate(tmp_path / f"train{seed}", seed, flows) for seed, flows in TRAINING]
     runner = CliRunner()
-    result = runner.invoke(cli, ["policy", "fit", "--world", str(world), "--out", str(tmp_path / "model.json")],
-                           catch_exceptions=False)
+    result = runner.invoke(cli, ["policy", "fit", *(a for w in worlds for a in ("--world", str(w))),
+                                 "--out", str(tmp_path / "model.json")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "model.json").read_bytes() == policy.bundle_path("model").read_bytes()
     result = runner.invoke(cli, ["policy", "rules", "--out", str(tmp_path / "rules.json")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "rules.json").read_bytes() == policy.bundle_path("rules_only").read_bytes()
     model = load_bundle(policy.bundle_path("model")).bundle
-    assert model.training is not None and [w.seed for w in model.training.worlds] == [TRAINING_SEED]
+    assert model.training is not None and [w.seed for w in model.training.worlds] == [s for s, _ in TRAINING]
 
 
 def test_decision_quality_on_a_world_not_used_for_fitting(tmp_path: Path) -> None:

@@ -429,7 +429,8 @@ class DecisionFabric(Actor):
                                     admit_to_decision_ms=round(max(0.0, now - rec.arrival_ts) * 1000.0, 3),
                                     waited_ms=round(max(0.0, now - req.first_seen) * 1000.0, 3)),
             run_config_digest=self.run_config_digest)
-        event_id, data, intent_id, intent = decision_envelopes(ev, decision)
+        doc = msgspec.to_builtins(decision)
+        event_id, data, intent_id, intent = decision_envelopes(ev, decision, doc)
         batch.emit(self.rtdl_stream, data, partition_key=req.decision_id, event_id=event_id)
         batch.emit(self.rtdl_stream, intent, partition_key=req.decision_id, event_id=intent_id)
         out.decided.append(_Decided(req.decision_id, verdict.action, decision.context_status, posture.mode,
@@ -437,7 +438,7 @@ class DecisionFabric(Actor):
         return _store.DecisionRow(
             req.decision_id, ev.event_id, req.flow_id, verdict.action, verdict.score, decision.context_status,
             posture.mode, verdict.model, plan.bundle_ref.digest,
-            df_decision_content_digest(msgspec.to_builtins(decision)), req.source_hash, rec.arrival_ts, now,
+            df_decision_content_digest(doc), req.source_hash, rec.arrival_ts, now,
             decision.timings.waited_ms)
 
     async def _record(self, batch: Batch, rows: list[_store.DecisionRow], out: _Outcome) -> None:

@@ -25,7 +25,6 @@ from fraudrt.contracts import (
     action_idempotency_key,
     action_intent_event_id,
     decision_response_event_id,
-    df_decision_content_digest,
     encode_envelope,
 )
 from fraudrt.rtdl._inputs import TrafficPayload
@@ -58,10 +57,6 @@ class TrafficRecord(msgspec.Struct, frozen=True, kw_only=True):
 traffic_record_decoder: Final = msgspec.json.Decoder(TrafficRecord)
 
 
-def content_digest(payload: DecisionPayload) -> str:
-    return df_decision_content_digest(msgspec.to_builtins(payload))
-
-
 def _envelope(source: TrafficRecord, *, event_id: str, event_type: str, ts_utc: str, parent: str,
               payload: dict[str, Any]) -> bytes:
     assert source.manifest_fingerprint is not None  # checked at intake
@@ -73,8 +68,10 @@ def _envelope(source: TrafficRecord, *, event_id: str, event_type: str, ts_utc: 
         trace_id=source.trace_id, payload=payload))
 
 
-def decision_envelopes(source: TrafficRecord, decision: DecisionPayload) -> tuple[str, bytes, str, bytes]:
-    """(decision event id, decision envelope, intent event id, intent envelope)."""
+def decision_envelopes(source: TrafficRecord, decision: DecisionPayload,
+                       decision_doc: dict[str, Any]) -> tuple[str, bytes, str, bytes]:
+    """(decision event id, decision envelope, intent event id, intent envelope); `decision_doc` is the
+    decision as builtins (computed once by the caller, who also digests it)."""
     pins = source.pins()
     decided = decision.timings.decided_at_utc
     decision_event = decision_response_event_id(source.event_id, pins)
@@ -86,6 +83,6 @@ def decision_envelopes(source: TrafficRecord, decision: DecisionPayload) -> tupl
         admitted_at_utc=decision.timings.admitted_at_utc, decided_at_utc=decided, requested_at_utc=decided)
     intent_event = action_intent_event_id(source.event_id, TXN_DISPOSITION, pins)
     return (decision_event, _envelope(source, event_id=decision_event, event_type=DECISION_RESPONSE, ts_utc=decided,
-                                      parent=source.event_id, payload=msgspec.to_builtins(decision)),
+                                      parent=source.event_id, payload=decision_doc),
             intent_event, _envelope(source, event_id=intent_event, event_type=ACTION_INTENT, ts_utc=decided,
                                     parent=decision_event, payload=msgspec.to_builtins(intent)))
