@@ -14,12 +14,16 @@ from typing import Any, Final, NamedTuple
 from fraudrt.runtime import pack_columns, split_sql
 
 _KNOWN_COLS: Final = split_sql(1, first=2)
+# One primary-key probe per id (LATERAL ... LIMIT 1): a plain join lets the planner hash or scan the
+# run's rows once the batch looks big enough, which grows with the run.
 _KNOWN: Final = f"""
 SELECT q.decision_id, d.source_hash AS decided_hash, p.source_hash AS pending_hash
   FROM unnest({_KNOWN_COLS[0]}) AS q(decision_id)
-  LEFT JOIN df_decisions d ON d.platform_run_id = $1 AND d.decision_id = q.decision_id
-  LEFT JOIN df_pending p ON p.platform_run_id = $1 AND p.decision_id = q.decision_id
- WHERE d.decision_id IS NOT NULL OR p.decision_id IS NOT NULL
+  LEFT JOIN LATERAL (SELECT source_hash FROM df_decisions
+                      WHERE platform_run_id = $1 AND decision_id = q.decision_id LIMIT 1) d ON true
+  LEFT JOIN LATERAL (SELECT source_hash FROM df_pending
+                      WHERE platform_run_id = $1 AND decision_id = q.decision_id LIMIT 1) p ON true
+ WHERE d.source_hash IS NOT NULL OR p.source_hash IS NOT NULL
 """
 
 _DECISION_COLS: Final = ("decision_id", "source_event_id", "flow_id", "action", "score", "context_status",
