@@ -7,13 +7,20 @@ FRAUDRT := $(BIN)/fraudrt
 NODE_DIR := .fraudrt/node
 STAMP := $(VENV)/.installed
 
-.PHONY: setup node-deps test parity bench lint typecheck clean \
+.PHONY: setup node-deps browser test parity bench lint typecheck clean \
 	platform-parity-stack-up platform-parity-stack-down platform-parity-stack-status platform-parity-bootstrap \
 	platform-run-new platform-oracle-sync platform-oracle-pack platform-oracle-check-strict platform-oracle-stream-sort \
 	platform-sr-run-reuse platform-wsp-ready-consumer-once platform-ig-service-parity \
 	platform-run-report platform-governance-query platform-env-conformance platform-operate-parity-status
 
-setup: $(STAMP) node-deps
+setup: $(STAMP) node-deps browser
+
+# The run report's HTML is tested in a real headless Chromium: Debian's package, never a browser download.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "warning: /usr/bin/chromium missing; install Debian's chromium package (as root: apt-get install chromium)"; fi; }
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (fraudrt needs Python >= 3.11)"; exit 1; }

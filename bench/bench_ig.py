@@ -3,7 +3,7 @@
 Starts its own substrate (`fraudrt.substrate.up`) in a temporary FRAUDRT_HOME, measures, stops it:
 
   raw S3 PUT        receipt-sized objects, same aiobotocore client and concurrency IG uses
-  raw PutRecords    envelope-sized records, 500 per call, through `fraudrt.runtime.KinesisBus`
+  raw PutRecords    envelope-sized records, 500 per call, through `fraudrt.runtime.bus.KinesisBus`
   IG per_event      POST /v1/ingest/push, 500 events per batch, one receipt object per event
   IG batch          the same with receipts_layout=batch (one receipt object per batch)
 
@@ -103,7 +103,7 @@ async def raw_s3(settings: Settings, meter: CpuMeter, n: int, client: str, concu
 
 
 async def raw_kinesis(settings: Settings, meter: CpuMeter, n: int) -> tuple[float, dict[str, int]]:
-    from fraudrt.runtime import KinesisBus, PutEntry
+    from fraudrt.runtime.bus import KinesisBus, PutEntry
 
     stream = settings.streams.name("traffic_baseline")
     data = json.dumps(envelopes("platform_20260102T030405Z", 1)[0]).encode()
@@ -122,7 +122,8 @@ async def raw_kinesis(settings: Settings, meter: CpuMeter, n: int) -> tuple[floa
 
 async def ig_rate(settings: Settings, meter: CpuMeter, n: int, pushers: int) -> tuple[float, dict[str, Any]]:
     from fraudrt.control_ingress.ingestion_gate import IngestionGate, ig_api_key
-    from fraudrt.runtime import ComponentContext, apply_migrations, freeze_heap
+    from fraudrt.runtime import ComponentContext
+    from fraudrt.runtime.packs import apply_migrations, freeze_heap
 
     run = f"platform_2026{uuid.uuid4().int % 10**4:04d}T{uuid.uuid4().int % 10**6:06d}Z"
     pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=2, max_size=8)
@@ -177,7 +178,7 @@ async def ig_pipeline_cpu(settings: Settings, layout: str, batches: int = 20) ->
     """
     from fraudrt.control_ingress.ingestion_gate import Gate, GateConfig, KeyRing, ObjectWriter, Publisher, load_policy
     from fraudrt.control_ingress.ingestion_gate._store import AdmissionStore
-    from fraudrt.runtime import PutResult
+    from fraudrt.runtime.bus import PutResult
 
     class Store(AdmissionStore):
         def __init__(self) -> None:
@@ -219,7 +220,7 @@ async def ig_pipeline_cpu(settings: Settings, layout: str, batches: int = 20) ->
 
 
 async def measure(home: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from fraudrt.runtime import configure_gc
+    from fraudrt.runtime.packs import configure_gc
     from fraudrt.substrate import bootstrap, up
 
     configure_gc()  # the pack process's collector policy: IG runs here as it would in its pack

@@ -5,7 +5,12 @@ with `fraudrt sr ready`, and times READY -> every row of the in-scope outputs ad
 admit_total in its metrics file), once per receipt layout. Its own embedded substrate lives in a
 temporary FRAUDRT_HOME.
 
-    .venv/bin/python bench/bench_ingress_e2e.py [--flows 10000]
+Then it reads each stream back from kinesalite and reports what consumers see of the order:
+`out_of_order` counts records whose ts_utc is older than the record before them on the same stream,
+`behind_newest` those older than any record before them (WSP promises zero for both), and
+`max_cross_stream_skew_s` is the largest amount of event time by which a record arrived later than
+a record of another stream (by Kinesis arrival time, millisecond resolution), to compare with
+`wsp.order_window_seconds`.
 """
 
 from __future__ import annotations
@@ -21,9 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 from bench_runtime import machine  # type: ignore[import-not-found]
 
 from fraudrt._daemon import free_port
+from fraudrt.config import load_settings
+from fraudrt.contracts import parse_ts_utc
+from fraudrt.runtime.bus import KinesisBus
+
+STREAM_OF = {"arrival_events_5B": "arrival_events", "s1_arrival_entities_6B": "arrival_entities",
+             "s3_flow_anchor_with_fraud_6B": "flow_anchor_fraud", "s3_event_stream_with_fraud_6B": "traffic_fraud"}
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -42,6 +54,54 @@ def metrics(runs: Path, run_id: str, component: str) -> dict[str, Any]:
         return {}
 
 
+async def _read_stream(bus: KinesisBus, stream: str) -> list[Any]:
+    out: list[Any] = []
+    for shard in await bus.list_shards(stream):
+        iterator: str | None = await bus.get_shard_iterator(stream, shard)
+        while iterator:
+            got = await bus.get_records(stream, shard, iterator)
+            out.extend(got.records)
+            if not got.records and got.millis_behind == 0:
+                break
+            iterator = got.next_iterator
+    return out
+
+
+async def order_on_bus(env: dict[str, str], run_id: str) -> dict[str, Any]:
+    """Per stream: records of `run_id` and how many are older than the one before them; across
+    streams: the largest event-time skew seen in arrival order."""
+    settings = load_settings("embedded", env=env)
+    per_stream: dict[str, Any] = {}
+    arrivals: list[tuple[float, float]] = []  # (arrival time, event time)
+    async with KinesisBus(settings.kinesis) as bus:
+        for logical in STREAM_OF.values():
+            previous = newest_here = float("-inf")
+            count = late = behind = 0
+            for rec in await _read_stream(bus, settings.streams.name(logical)):
+                doc = json.loads(rec.data)
+                if doc.get("platform_run_id") != run_id:
+                    continue
+                ts = parse_ts_utc(doc["ts_utc"]).timestamp()
+                count += 1
+                late += ts < previous
+                behind += ts < newest_here
+                previous, newest_here = ts, max(newest_here, ts)
+                arrivals.append((rec.arrival_ts, ts))
+            per_stream[logical] = {"records": count, "out_of_order": late, "behind_newest": behind}
+    skew = 0.0
+    newest = float("-inf")
+    arrivals.sort()
+    i = 0
+    while i < len(arrivals):  # records of one arrival millisecond are not ordered among themselves
+        j = i
+        while j < len(arrivals) and arrivals[j][0] == arrivals[i][0]:
+            j += 1
+        skew = max(skew, *(newest - ts for _a, ts in arrivals[i:j]))
+        newest = max(newest, *(ts for _a, ts in arrivals[i:j]))
+        i = j
+    return {"streams": per_stream, "max_cross_stream_skew_s": round(skew, 3)}
+
+
 def one_layout(env: dict[str, str], runs: Path, layout: str, expected: int, key: str) -> dict[str, Any]:
     env = dict(env, IG_RECEIPTS_LAYOUT=layout, SR_RUN_EQUIVALENCE_KEY=key)
     run_id = cli(env, "run", "new").strip()
@@ -58,10 +118,12 @@ def one_layout(env: dict[str, str], runs: Path, layout: str, expected: int, key:
     finally:
         cli(env, "pack", "down", "control_ingress")
     ig = metrics(runs, run_id, "ingestion_gate")
+    order = anyio.run(order_on_bus, env, run_id)
     return {"layout": layout, "events": expected, "wall_s": round(wall, 2), "events_per_s": round(expected / wall),
             "admit_total": ig.get("admit_total"), "duplicate_total": ig.get("duplicate_total"),
             "receipt_objects_total": ig.get("receipt_objects_total"),
-            "wsp_push_retries_total": metrics(runs, run_id, "world_stream_producer").get("push_retries_total")}
+            "wsp_push_retries_total": metrics(runs, run_id, "world_stream_producer").get("push_retries_total"),
+            "order": order}
 
 
 def main() -> None:

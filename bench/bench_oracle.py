@@ -13,10 +13,15 @@ fraud traffic output `s3_event_stream_with_fraud_6B` from local parquet files wi
 - `copy-polars`  : polars streaming scan -> sink_parquet, no sort (the floor);
 - `copy-duckdb`  : DuckDB COPY without ORDER BY (its floor).
 
-Each run is its own process (so peak RSS is that run's alone, from wait4's ru_maxrss); runs are
-interleaved and repeated and the median is reported. Local files, not S3: the job's S3 legs
-(download sources, upload parts) are plain object copies that overlap the sort and are measured by
-the integration tests, not here. Results go to stdout as a Markdown table and to --json.
+Each run is its own process, started with the environment the stream-sort job gets
+(fraudrt.oracle._sort.SORT_PROCESS_ENV, for every mode alike), and reports its own peak resident
+memory: VmHWM from /proc/self/status at exit, which exec resets. (wait4's ru_maxrss is no good here:
+on Linux it carries the parent's high-water mark across fork and exec, so every run read at least
+this parent's own peak.) Runs are interleaved and repeated and the median is reported, with the CPU
+seconds each run used (user + system, from wait4) beside the wall time, since the machine is shared.
+Local files, not S3: the job's S3 legs (download sources, upload parts) are plain object copies that
+overlap the sort and are measured by the integration tests, not here. Results go to stdout as a
+Markdown table and to --json.
 """
 
 from __future__ import annotations
@@ -122,15 +127,27 @@ def child(mode: str, files: list[str], out: Path, budget_mb: int, rows_per_part:
     else:
         raise SystemExit(f"unknown mode {mode}")
     elapsed = time.perf_counter() - t0
+    peak_kib = own_peak_kib()  # before the row count below reads the output back
     import polars as pl
 
     rows = pl.scan_parquet(str(out) + "/**/*.parquet").select(pl.len()).collect().item()
-    return {"mode": mode, "seconds": elapsed, "rows": rows, **extra}
+    return {"mode": mode, "seconds": elapsed, "rows": rows, "peak_rss_mib": round(peak_kib / 1024), **extra}
+
+
+def own_peak_kib() -> int:
+    """This process's peak resident set size (VmHWM), in KiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run_child(mode: str, files_json: Path, out: Path, budget_mb: int, rows_per_part: int) -> dict[str, Any]:
     # The 1-minute load average before the run: on a shared machine it says how much to trust a number.
     load = os.getloadavg()[0]
+    from fraudrt.oracle._sort import SORT_PROCESS_ENV
+
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -148,6 +165,7 @@ def run_child(mode: str, files_json: Path, out: Path, budget_mb: int, rows_per_p
         ],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, **SORT_PROCESS_ENV},
     )
     assert proc.stdout is not None
     output = proc.stdout.read()
@@ -156,7 +174,7 @@ def run_child(mode: str, files_json: Path, out: Path, budget_mb: int, rows_per_p
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed ({proc.returncode})")
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
-    result["peak_rss_mib"] = round(usage.ru_maxrss / 1024)  # Linux: KiB
+    result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
     result["budget_mb"] = budget_mb
     result["load_before"] = round(load, 2)
     shutil.rmtree(out, ignore_errors=True)
@@ -198,7 +216,8 @@ def main() -> None:
             runs[mode].append(r)
             print(
                 f"[{i + 1}/{args.repeat}] {mode:14} {r['seconds']:7.2f}s {r['rows'] / r['seconds'] / 1e6:6.2f} Mrows/s"
-                f" rss {r['peak_rss_mib']:6} MiB load {r['load_before']:4.1f} {r.get('strategy', '')}",
+                f" cpu {r['cpu_s']:6.1f}s rss {r['peak_rss_mib']:6} MiB load {r['load_before']:4.1f}"
+                f" {r.get('strategy', '')}",
                 file=sys.stderr,
             )
     for budget in [int(b) for b in args.sweep.split(",") if b]:
@@ -225,6 +244,7 @@ def main() -> None:
                 "min_s": round(min(r["seconds"] for r in runs[mode]), 2),
                 "max_s": round(max(r["seconds"] for r in runs[mode]), 2),
                 "mrows_per_s": round(rows / secs / 1e6, 3),
+                "cpu_s": statistics.median(r["cpu_s"] for r in runs[mode]),
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in runs[mode]),
                 "load_before": [r["load_before"] for r in runs[mode]],
                 **{k: runs[mode][0][k] for k in ("strategy", "units", "spill_mib") if k in runs[mode][0]},
@@ -237,12 +257,12 @@ def main() -> None:
         "runs": summary,
         "all_runs": runs,
     }
-    print("| mode | budget MB | rows | median s (min-max) | M rows/s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | budget MB | rows | median s (min-max) | M rows/s | CPU s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
     for s in summary:
         print(
             f"| {s['mode']} | {s['budget_mb']} | {s['rows']:,} | {s['median_s']} ({s['min_s']}-{s['max_s']}) |"
-            f" {s['mrows_per_s']} | {s['peak_rss_mib']} |"
+            f" {s['mrows_per_s']} | {s['cpu_s']} | {s['peak_rss_mib']} |"
         )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(doc, indent=2))

@@ -45,17 +45,11 @@ from bench_runtime import CpuMeter, machine
 
 from fraudrt.config import Settings, load_settings, project_root
 from fraudrt.engine import GenerateRequest, generate_world, output_paths, read_run_receipt
-from fraudrt.runtime import (
-    ComponentContext,
-    KinesisBus,
-    PutEntry,
-    apply_migrations,
-    configure_gc,
-    freeze_heap,
-    seq_key,
-)
+from fraudrt.runtime import ComponentContext
 from fraudrt.runtime._reader import Delivery, ShardReader
 from fraudrt.runtime._runner import ActorRunner
+from fraudrt.runtime.bus import KinesisBus, PutEntry, seq_key
+from fraudrt.runtime.packs import apply_migrations, configure_gc, freeze_heap
 from fraudrt.substrate import down, ensure_stream, kinesis_client, load_state, up, wait_active
 
 sys.path.insert(0, str(project_root()))
@@ -401,9 +395,80 @@ async def bench_identity_entity_graph(settings: Settings, meter: CpuMeter, flows
     return out
 
 
+# ------------------------------------------------------------------------------ the whole pack
+
+
+async def bench_rtdl_core_pack(settings: Settings, meter: CpuMeter, flows: int, days: float,
+                               work: Path) -> dict[str, Any]:
+    """All four actors of rtdl_core in one process, wired as the pack wires them (one reader per
+    stream's shard shared by its subscribers), over a world whose traffic and context are on the
+    bus already: sustained traffic events/s until every actor's checkpoints reach the streams' ends."""
+    from fraudrt.rtdl.archive_writer import ArchiveWriter
+    from fraudrt.rtdl.context_store_flow_binding import ContextStoreFlowBinding
+    from fraudrt.rtdl.identity_entity_graph import IdentityEntityGraph
+    from fraudrt.rtdl.online_feature_plane import OnlineFeaturePlane
+    from fraudrt.substrate import bootstrap
+    from tests.support.harness import LocalPack
+    from tests.support.world_bus import WorldPins, output_rows
+
+    await bootstrap(settings)
+    summary = generate_world(GenerateRequest(out_dir=str(work / "pack_world"), seed=9, n_flows=flows,
+                                             duration_s=days * 86400, fraud_rate=0.02))
+    pins = WorldPins(summary, RUN)
+    outputs = {"traffic_fraud": "s3_event_stream_with_fraud_6B", **CONTEXT}
+    last: dict[str, tuple[str, str]] = {}
+    total = traffic = 0
+    out: dict[str, Any] = {"flows": flows, "event_time_days": days}
+    async with KinesisBus(settings.kinesis) as bus:
+        c0, t0 = meter.snap(), time.perf_counter()
+        for logical, output in outputs.items():
+            datas = pins.envelopes(output, output_rows(summary, output))
+            stream = settings.streams.name(logical)
+            total += len(datas)
+            if logical == "traffic_fraud":
+                traffic = len(datas)
+            acks = await put(bus, stream, datas)
+            last[stream] = (acks[-1].shard_id, acks[-1].sequence_number)
+            del datas
+        out["put_ceiling"] = {"records": total, "records_per_s": round(total / (time.perf_counter() - t0)),
+                              "cpu_s": CpuMeter.delta(c0, meter.snap())}
+        out["raw_get_ceiling"] = await _raw_read(bus, list(last), meter, total)
+        pool = await asyncpg.create_pool(settings.postgres.dsn, min_size=2, max_size=12,
+                                         server_settings={"jit": "off"})
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, "fraudrt.runtime", "fraudrt.rtdl.archive_writer",
+                                   "fraudrt.rtdl.context_store_flow_binding", "fraudrt.rtdl.online_feature_plane",
+                                   "fraudrt.rtdl.identity_entity_graph")
+        actors = [("archive_writer", ArchiveWriter()), ("context_store_flow_binding", ContextStoreFlowBinding()),
+                  ("online_feature_plane", OnlineFeaturePlane()), ("identity_entity_graph", IdentityEntityGraph())]
+        c0, t0 = meter.snap(), time.perf_counter()
+        async with LocalPack(settings, actors, RUN, pool, bus, pack_id="bench_rtdl_core") as lp:
+
+            def done() -> bool:
+                for runner in lp.runners.values():
+                    for stream in runner.actor.subscriptions(settings):
+                        if stream in last and runner.checkpoints.get((stream, last[stream][0])) != last[stream][1]:
+                            return False
+                return True
+
+            while not done():  # noqa: ASYNC110 (a bench polls its actors' checkpoints)
+                await anyio.sleep(0.02)
+            wall = time.perf_counter() - t0
+            cpu = CpuMeter.delta(c0, meter.snap())
+        out["pack"] = {"traffic_events": traffic, "records": total, "wall_s": round(wall, 2),
+                       "traffic_events_per_s": round(traffic / wall), "records_per_s": round(total / wall),
+                       "cpu_s": cpu, "cpu_us_per_traffic_event": {k: round(v / traffic * 1e6, 1)
+                                                                  for k, v in cpu.items()},
+                       "batches": {n: r.stats.batches for n, r in lp.runners.items()},
+                       "dead_letters": {n: r.stats.dead_lettered for n, r in lp.runners.items()}}
+        await pool.close()
+    return out
+
+
 SECTIONS = {"online_feature_plane": bench_online_feature_plane,
             "context_store_flow_binding": bench_context_store_flow_binding,
-            "identity_entity_graph": bench_identity_entity_graph}
+            "identity_entity_graph": bench_identity_entity_graph,
+            "rtdl_core_pack": bench_rtdl_core_pack}
 
 
 def main() -> None:

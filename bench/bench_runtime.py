@@ -26,10 +26,12 @@ import asyncpg
 import psutil
 
 from fraudrt.config import Settings, load_settings
-from fraudrt.runtime import Actor, Batch, ComponentContext, KinesisBus, PutEntry, apply_migrations
+from fraudrt.runtime import Actor, Batch, ComponentContext
 from fraudrt.runtime._outbox import OutboxRelay
 from fraudrt.runtime._reader import Delivery, ShardReader
 from fraudrt.runtime._runner import ActorRunner
+from fraudrt.runtime.bus import KinesisBus, PutEntry
+from fraudrt.runtime.packs import apply_migrations
 from fraudrt.substrate import down, ensure_stream, kinesis_client, load_state, up, wait_active
 
 RUN = "platform_20260101T000000Z"

@@ -20,6 +20,7 @@ def _register() -> None:
     from ._control import sr, wsp
     from ._engine import engine
     from ._ig import ig
+    from ._obs import conformance, governance, report
     from ._operate import pack, run_group
     from ._oracle import oracle
     from ._parity import parity
@@ -36,6 +37,9 @@ def _register() -> None:
     cli.add_command(policy)
     cli.add_command(sr)
     cli.add_command(wsp)
+    cli.add_command(report)
+    cli.add_command(conformance)
+    cli.add_command(governance)
 
 
 _register()

@@ -13,7 +13,7 @@ from fraudrt.control_ingress.world_stream_producer import (
     ReadyConsumerOnceRequest,
     ready_consumer_once,
 )
-from fraudrt.runtime import RunError, active_run_id
+from fraudrt.runtime.packs import RunError, active_run_id
 
 from ._common import CliState, echo_json, pass_state, run_async
 

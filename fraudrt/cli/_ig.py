@@ -35,7 +35,8 @@ def serve(state: CliState, host: str | None, port: int | None, run_id: str | Non
 
     from fraudrt.contracts import HealthReport, MetricsReport, health_path, metrics_path, utc_now_ts, write_json_atomic
     from fraudrt.control_ingress.ingestion_gate import IngestionGate
-    from fraudrt.runtime import ComponentContext, RunError, active_run_id, apply_migrations, pack_run_dir
+    from fraudrt.runtime import ComponentContext
+    from fraudrt.runtime.packs import RunError, active_run_id, apply_migrations, pack_run_dir
 
     settings = state.settings
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fraudrt.runtime import (
+from fraudrt.runtime.packs import (
     PackError,
     RunError,
     active_run_id,

@@ -3,6 +3,7 @@
 from ._loader import ConfigError, config_dir, interpolate, load_settings, project_root, substrate_overlay_path
 from ._model import (
     BucketSettings,
+    CaseLabelsSettings,
     IngestionGateSettings,
     KinesisSettings,
     PostgresSettings,
@@ -16,6 +17,7 @@ from ._model import (
 
 __all__ = [
     "BucketSettings",
+    "CaseLabelsSettings",
     "ConfigError",
     "IngestionGateSettings",
     "KinesisSettings",

@@ -100,7 +100,10 @@ class WorldStreamProducerSettings(_Section, frozen=True):
     max_events_per_output: int = 0  # 0 = the whole stream view
     speedup: float = 0.0  # 0 = as fast as possible; else event-time compression factor
     push_batch_size: int = 250
-    push_concurrency: int = 4
+    # Event time by which one output may run ahead of the oldest unacknowledged event of any output
+    # (each output has one batch in flight, in order). Keep it above ~2 batches of the sparsest
+    # output's event time, or unfilled batches are sent early (smaller pushes, lower throughput).
+    order_window_seconds: float = 30.0
     mode: Literal["fraud", "baseline"] = "fraud"
 
 
@@ -108,6 +111,40 @@ class ScenarioRunnerSettings(_Section, frozen=True):
     engine_run_root: str | None = None  # s3://oracle-store/<root>
     scenario_id: str = "baseline_v1"
     mode: Literal["fraud", "baseline"] = "fraud"
+
+
+class CaseLabelsSettings(_Section, frozen=True):
+    """The case + labels plane: escalation criteria, case subject, the investigator API, the label feed."""
+
+    # What becomes a case (CaseTrigger). Not every decision: the actions and scores an investigator
+    # should see, actions that failed, and decision chains the audit could not resolve.
+    escalate_actions: list[Literal["APPROVE", "STEP_UP", "REVIEW", "DECLINE"]] = msgspec.field(
+        default_factory=lambda: ["REVIEW", "DECLINE"])
+    # A decision whose score is at least this escalates whatever its action (None: the action alone).
+    escalate_score_at_least: float | None = 0.8
+    escalate_outcomes: list[Literal["EXECUTED", "FAILED", "DENIED"]] = msgspec.field(
+        default_factory=lambda: ["FAILED"])
+    escalate_unresolved_audits: bool = True
+    # One case per flow (`flow`), or per entity of the flow (`party`, `account`, `instrument`,
+    # `device`, `ip`: read from the CSFB binding; a flow whose binding is not there yet is a flow case).
+    case_subject: Literal["flow", "party", "account", "instrument", "device", "ip"] = "flow"
+    # CM asserts this label (source AUTO, never training data) on each escalated decision's case;
+    # empty: none.
+    auto_label_value: str = "FRAUD_SUSPECTED"
+    # Investigator API (served by case_mgmt). Loopback unless configured; port 0 picks a free one
+    # (the port in use is in case_mgmt's health details and `case_mgmt/api.json` of the run).
+    api_host: str = "127.0.0.1"
+    api_port: int = 8091
+    # One key per line. Default: <home>/secrets/case_api_keys (created with a random key on first use).
+    api_keys_file: str | None = None
+    api_max_body_bytes: int = 64 * 1024
+    # The simulated chargeback feed (the only reader of truth in the plane): the share of the run's
+    # flows it labels, and how long after a flow, in event time, its label becomes known.
+    feed_share: float = 0.5
+    feed_delay_seconds: float = 1.0
+    # Where the feed reads truth: empty = the run's SR facts view (the stream view in the object
+    # store); else an engine run root (local path or s3://), for runs started without SR.
+    feed_truth_engine_run_root: str | None = None
 
 
 class Settings(_Section, frozen=True):
@@ -125,3 +162,4 @@ class Settings(_Section, frozen=True):
     ig: IngestionGateSettings = IngestionGateSettings()
     wsp: WorldStreamProducerSettings = WorldStreamProducerSettings()
     sr: ScenarioRunnerSettings = ScenarioRunnerSettings()
+    case_labels: CaseLabelsSettings = CaseLabelsSettings()

@@ -21,11 +21,13 @@ id depends only on its intent, so each intent has exactly one outcome.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 import msgspec
 
-from ._formats import Hex32, Hex64, TsUtc
+from ._envelope import Envelope, EnvelopeError, encode_envelope
+from ._formats import Hex32, Hex64, ScenarioId, Seed, TsUtc
 
 SCHEMA_VERSION: Final = "v1"
 DECISION_RESPONSE: Final = "decision_response"
@@ -184,6 +186,9 @@ class AuditRecordPayload(_Payload, frozen=True, kw_only=True):
     decided_at_utc: TsUtc
     audited_at_utc: TsUtc
     admit_to_audit_ms: float
+    # A chain that resolves after its UNRESOLVED record was published gets a second, RESOLVED record
+    # (another event id, `audit_record_event_id`) naming the event id it supersedes.
+    supersedes_event_id: str | None = None
 
 
 _DECODERS: Final[dict[str, msgspec.json.Decoder[Any]]] = {
@@ -195,7 +200,11 @@ _DECODERS: Final[dict[str, msgspec.json.Decoder[Any]]] = {
 
 
 class DecisionLaneEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """The envelope fields a decision-lane consumer needs, with the payload left raw for `decode_payload`."""
+    """The envelope fields a decision-lane consumer needs, with the payload left raw for `decode_payload`.
+
+    The pins are here so a consumer that derives an event (an outcome from an intent, an audit
+    record from a chain) copies them without decoding the envelope a second time.
+    """
 
     event_id: str
     event_type: str
@@ -203,11 +212,38 @@ class DecisionLaneEvent(msgspec.Struct, frozen=True, kw_only=True):
     ts_utc: str
     platform_run_id: str | None = None
     scenario_run_id: str | None = None
+    manifest_fingerprint: Hex64 | None = None
+    parameter_hash: Hex64 | None = None
+    seed: Seed | None = None
+    scenario_id: ScenarioId | None = None
+    run_id: Hex32 | None = None
     parent_event_id: str | None = None
     payload: msgspec.Raw
 
+    def pin_values(self) -> dict[str, Any]:
+        """The run pins this event carries (absent ones left out): what a derived event copies."""
+        return {k: v for k in PIN_FIELDS if (v := getattr(self, k)) is not None}
+
+
+# The envelope fields a derived decision-lane event copies from its parent.
+PIN_FIELDS: Final[tuple[str, ...]] = ("platform_run_id", "scenario_run_id", "manifest_fingerprint",
+                                      "parameter_hash", "seed", "scenario_id", "run_id")
 
 lane_event_decoder: Final = msgspec.json.Decoder(DecisionLaneEvent)
+
+
+def derived_envelope(pins: Mapping[str, Any], *, event_id: str, event_type: str, ts_utc: str, producer: str,
+                     parent_event_id: str | None, payload: msgspec.Struct) -> bytes:
+    """An encoded envelope of a decision-lane event derived from a parent whose `pins` it copies.
+
+    Raises `EnvelopeError` when the pins lack `manifest_fingerprint` (every envelope carries it).
+    """
+    if not pins.get("manifest_fingerprint"):
+        raise EnvelopeError("manifest_fingerprint", "required field is missing (the parent carried none)")
+    env = Envelope(event_id=event_id, event_type=event_type, schema_version=SCHEMA_VERSION, ts_utc=ts_utc,
+                   producer=producer, parent_event_id=parent_event_id, payload=msgspec.to_builtins(payload),
+                   **{k: pins[k] for k in PIN_FIELDS if pins.get(k) is not None})
+    return encode_envelope(env)
 
 
 def decode_payload(event: DecisionLaneEvent) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
 import re
 import tempfile
@@ -72,6 +73,16 @@ def health_path(runs_root: Path, platform_run_id: str, component: str) -> Path:
 def metrics_path(runs_root: Path, platform_run_id: str, component: str) -> Path:
     """``<runs_root>/fraud-platform/<platform_run_id>/<component>/metrics/last_metrics.json``."""
     return _component_dir(runs_root, platform_run_id, component) / "metrics" / "last_metrics.json"
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A health, metrics, status or report file as a dict; None if it is absent or not a JSON object
+    (never half-written: writers use `write_json_atomic`)."""
+    try:
+        loaded = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -48,6 +48,7 @@ ig_policy_digest                   ``H(sorted [{path, content: canon_compact(doc
 governance_event_id                ``S("{FAMILY}|{prid}|{srid or ''}|{component}|{dedupe_key or           64
                                    canon_compact(details)}")``
 archive_payload_hash               ``S(json compact of the whole envelope, default=str)``                 64
+config_digest (new)                ``R("platform.config_digest.v1", resolved settings minus credentials)``  64
 RTDL (rtdl.md §11)
 pin_scope                          the six pins as strings
 decision_id (new, used)            ``R("df.decision_id.v3", {platform_run_id, source_event_id,            32
@@ -99,6 +100,9 @@ dla_quarantine_id                  ``S("{topic}|{partition}|{offset}|{offset_kin
 dla_audit_id (new)                 ``derive_id("dla.audit_id.v1", prid, event_type, event_id)``           32
 audit_chain_id (new, used)         ``derive_id("dla.audit_chain_id.v1", prid, decision_id)`` (one audit   32
                                    record per decision chain)
+audit_record_event_id (new, used)  RESOLVED: ``audit_chain_id``; UNRESOLVED: ``derive_id(                32
+                                   "dla.audit_record.unresolved.v1", audit_id)`` (a chain publishes at
+                                   most these two: unresolved at its grace period, resolved when whole)
 dla_intake_attempt_id (new)        ``derive_id("dla.intake_attempt_id.v1", stream_id, topic,              32
                                    partition, offset_kind, offset)``
 Case + labels (case_operate_obs.md §1.3)
@@ -562,6 +566,31 @@ def governance_event_id(
     return sha256_hex(f"{family.upper()}|{platform_run_id}|{scenario_run_id or ''}|{source_component}|{tail}")
 
 
+_CREDENTIAL_KEYS: Final = frozenset({"access_key_id", "secret_access_key", "password", "api_key", "api_keys"})
+
+
+def _without_credentials(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _without_credentials(v) for k, v in node.items() if k not in _CREDENTIAL_KEYS}
+    if isinstance(node, list | tuple):
+        return [_without_credentials(v) for v in node]
+    if isinstance(node, str) and "://" in node and "@" in node:
+        # A URL's password (a DSN's) is a credential too; the rest of the URL is configuration.
+        scheme, _, rest = node.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        return f"{scheme}://{userinfo.partition(':')[0]}{at}{host}"
+    return node
+
+
+def config_digest(settings: Mapping[str, Any]) -> str:
+    """*New*: digest of a component's resolved settings (``msgspec.to_builtins(settings)``), so
+    conformance can tell whether every pack runs with the same configuration:
+    ``R("platform.config_digest.v1", settings minus credentials)``. Access keys, secret keys,
+    passwords and a URL's password are left out, so the digest reveals nothing about them (and
+    rotating a credential is not a configuration drift)."""
+    return recipe_hash("platform.config_digest.v1", _without_credentials(dict(settings)))
+
+
 def archive_payload_hash(envelope: Mapping[str, Any]) -> str:
     """Archive writer hash of the *whole* envelope: compact canonical JSON with ``default=str``."""
     text = json.dumps(envelope, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=str)
@@ -647,6 +676,18 @@ def action_outcome_id(decision_id: str, action_id: str, idempotency_key: str) ->
 def audit_chain_id(platform_run_id: str, decision_id: str) -> str:
     """*New*: the audit record of one decision chain, ``derive_id("dla.audit_chain_id.v1", prid, decision_id)``."""
     return derive_id("dla.audit_chain_id.v1", platform_run_id, decision_id)
+
+
+def audit_record_event_id(audit_id: str, chain_status: str) -> str:
+    """*New*: the envelope ``event_id`` of a chain's audit record. The RESOLVED record is the chain's
+    ``audit_id`` itself; the UNRESOLVED one (its grace period ended first) is
+    ``derive_id("dla.audit_record.unresolved.v1", audit_id)``, so a chain that resolves late publishes
+    a second record under another id instead of a changed copy of the first."""
+    if chain_status == "RESOLVED":
+        return audit_id
+    if chain_status == "UNRESOLVED":
+        return derive_id("dla.audit_record.unresolved.v1", audit_id)
+    raise IdRecipeError(f"audit_record_event_id: chain_status must be RESOLVED or UNRESOLVED, not {chain_status!r}")
 
 
 def decision_response_event_id(

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from ._interface import GateMap, GateSpec, load_gate_map, render_template
+from ._interface import BundleIndexError, GateMap, GateSpec, load_gate_map, parse_bundle_index, render_template
 
 _KV_LINE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*=\s*([^\s#]+)\s*$")
 
@@ -129,17 +129,17 @@ def verify_gate(
     if not index_path.is_file():
         return result(False, "INDEX_MISSING", expected_digest=expected)
     try:
-        index = json.loads(index_path.read_text("utf-8"))
-        members = [str(m["path"]) for m in index["members"]]
-    except (ValueError, KeyError, TypeError):
+        entries = parse_bundle_index(index_path.read_bytes())
+    except BundleIndexError:
         return result(False, "INDEX_INVALID", expected_digest=expected)
+    members = [m.path for m in entries]
     bundle_root = root / render_template(gate.bundle_root_template, tokens)
     missing = [m for m in members if not (bundle_root / m).is_file()]
     if missing:
         return result(False, "MEMBER_MISSING", expected_digest=expected, actual_digest=None)
-    for entry in index["members"]:
-        listed = entry.get("sha256_hex") if isinstance(entry, dict) else None
-        if listed is not None and hashlib.sha256((bundle_root / str(entry["path"])).read_bytes()).hexdigest() != listed:
+    for entry in entries:
+        listed = entry.sha256_hex
+        if listed is not None and hashlib.sha256((bundle_root / entry.path).read_bytes()).hexdigest() != listed:
             return result(False, "MEMBER_DIGEST_MISMATCH", expected_digest=expected)
     actual = bundle_digest(bundle_root, members, gate.verification_method.exclude_filenames)
     if actual != expected:

@@ -10,6 +10,7 @@ import functools
 import glob
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -25,9 +26,18 @@ RUN_RECEIPT_FILENAME = "run_receipt.json"
 
 
 class ColumnSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One physical column of an output.
+
+    ``required`` and ``nullable`` are separate questions: a required column must be present in every
+    file, even when its values may be null (``nullable``); an optional one (``required: false``, what the
+    engine's schema calls optional) may be left out of a file altogether, but when present it must have
+    the catalogue's type.
+    """
+
     name: str
     type: str
     nullable: bool = False
+    required: bool = True
 
 
 class OutputSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +62,20 @@ class OutputSpec(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
+
+    def __post_init__(self) -> None:
+        # A key a reader joins, partitions or orders on cannot be optional: event ids and partition
+        # checks would be computed from a column that may not be there.
+        if not self.columns:
+            return
+        keys = {*self.partitions, *self.primary_key, *self.join_keys, self.ts_column}
+        loose = sorted(keys - set(self.required_columns))
+        if loose:
+            raise ValueError(f"{self.output_id}: key columns must be required columns of the output: {loose}")
 
 
 class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,6 +141,153 @@ class GateMap(msgspec.Struct, frozen=True, kw_only=True):
         for gid in gate_ids:
             visit(gid, ())
         return tuple(ordered)
+
+
+class BundleMember(msgspec.Struct, frozen=True, kw_only=True):
+    """One artefact a gate's ``index.json`` lists: its path relative to the bundle root, and the sha256
+    the index claims for it (when it claims one)."""
+
+    path: str
+    sha256_hex: str | None = None
+    artifact_id: str | None = None
+
+
+class IndexProblem(msgspec.Struct, frozen=True, kw_only=True):
+    """Why an ``index.json`` cannot be used: a stable code (``INDEX_*``) and a sentence for an operator."""
+
+    code: str
+    detail: str
+
+
+class BundleIndexError(ValueError):
+    """An ``index.json`` that does not say which files the gate covers; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[IndexProblem]) -> None:
+        super().__init__("; ".join(f"{p.code}: {p.detail}" for p in problems))
+        self.problems = tuple(problems)
+
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_INDEX_SHAPES = "a JSON array of artefact entries, or an object with an `artifacts` (or `members`) array"
+
+
+def _member_path_problem(path: str) -> str | None:
+    if path.startswith("/") or "\\" in path:
+        return "is not a relative path with `/` separators"
+    if any(seg in ("", ".", "..") for seg in path.split("/")):
+        return "has an empty, `.` or `..` segment (members must lie inside the bundle)"
+    return None
+
+
+def _parse_entry(i: int, entry: object, problems: list[IndexProblem]) -> BundleMember | None:
+    def bad(why: str) -> None:
+        problems.append(IndexProblem(code="INDEX_ENTRY_INVALID", detail=f"entry {i} {why}"))
+
+    if not isinstance(entry, dict):
+        bad(f"is a JSON {_json_kind(entry)}, not an object with a `path`")
+        return None
+    path = entry.get("path")
+    if not isinstance(path, str) or not path:
+        bad("has no `path` string")
+        return None
+    why = _member_path_problem(path)
+    if why is not None:
+        bad(f"path {path!r} {why}")
+        return None
+    digest = entry.get("sha256_hex")
+    if digest is not None and (not isinstance(digest, str) or not _HEX64.match(digest)):
+        bad(f"({path}) has a `sha256_hex` that is not 64 hex digits: {str(digest)[:80]!r}")
+        return None
+    artifact_id = entry.get("artifact_id")
+    if artifact_id is not None and not isinstance(artifact_id, str):
+        bad(f"({path}) has an `artifact_id` that is not a string")
+        return None
+    return BundleMember(path=path, sha256_hex=digest.lower() if digest else None, artifact_id=artifact_id)
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def parse_bundle_index(raw: bytes) -> tuple[BundleMember, ...]:
+    """The members a HashGate bundle's ``index.json`` lists, in any of the forms engines write:
+
+    - a JSON array of artefact entries ``{"artifact_id", "path", "sha256_hex"?}`` (real engines);
+    - an object with an ``artifacts`` array of such entries (real engines);
+    - an object with a ``members`` array (``{"path", "sha256_hex"?}``, what our generator writes).
+
+    Paths are relative to the bundle root. Raises ``BundleIndexError`` listing every problem found
+    (undecodable JSON, an unknown shape, each bad entry, duplicate paths, no members at all).
+    """
+    try:
+        doc = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise BundleIndexError(
+            [IndexProblem(code="INDEX_NOT_JSON", detail=f"index.json is not UTF-8 text (byte {exc.start})")]
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise BundleIndexError(
+            [
+                IndexProblem(
+                    code="INDEX_NOT_JSON",
+                    detail=f"index.json is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                )
+            ]
+        ) from exc
+    except RecursionError as exc:
+        raise BundleIndexError(
+            [IndexProblem(code="INDEX_NOT_JSON", detail="index.json is nested too deeply to be an index")]
+        ) from exc
+    entries: object
+    if isinstance(doc, list):
+        entries = doc
+    elif isinstance(doc, dict) and ("artifacts" in doc) != ("members" in doc):
+        key = "artifacts" if "artifacts" in doc else "members"
+        entries = doc[key]
+        if not isinstance(entries, list):
+            raise BundleIndexError(
+                [
+                    IndexProblem(
+                        code="INDEX_SHAPE_UNKNOWN",
+                        detail=f"index.json `{key}` is a JSON {_json_kind(entries)}, not an array of entries",
+                    )
+                ]
+            )
+    else:
+        found = f"an object with keys {sorted(doc)[:8]}" if isinstance(doc, dict) else f"a JSON {_json_kind(doc)}"
+        raise BundleIndexError(
+            [IndexProblem(code="INDEX_SHAPE_UNKNOWN", detail=f"index.json is {found}; expected {_INDEX_SHAPES}")]
+        )
+    assert isinstance(entries, list)
+    problems: list[IndexProblem] = []
+    members: list[BundleMember] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        member = _parse_entry(i, entry, problems)
+        if member is None:
+            continue
+        if member.path in seen:
+            problems.append(IndexProblem(code="INDEX_DUPLICATE_PATH", detail=f"{member.path} is listed twice"))
+            continue
+        seen.add(member.path)
+        members.append(member)
+    if not entries:
+        problems.append(
+            IndexProblem(code="INDEX_EMPTY", detail="index.json lists no artefacts: the gate vouches for nothing")
+        )
+    if problems:
+        raise BundleIndexError(problems)
+    return tuple(members)
 
 
 class RunReceipt(msgspec.Struct, frozen=True, kw_only=True):

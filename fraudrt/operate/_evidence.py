@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from fraudrt.config import Settings
-from fraudrt.runtime import KinesisBus
+from fraudrt.runtime.bus import KinesisBus
 from fraudrt.substrate import s3_client
 
 

@@ -4,10 +4,18 @@
 (written atomically by the job: state, progress, per-output results, error) and ``job.log`` (the
 job's stdout/stderr). The submitter never trusts a RUNNING status alone: it also checks that the PID
 is alive and is the same process (create time), so a job killed with -9 shows as FAILED/JOB_DIED.
+
+One stream sort per engine root at a time (two would delete each other's half-built views, and could
+leave a receipt without its manifest): the submitter takes an exclusive ``flock`` on
+``jobs/locks/<sha256(root)>.lock`` before it looks for running jobs, and hands the locked descriptor
+to the job process, which holds it until it exits (however it exits: the kernel drops the lock of a
+process killed with -9). A second submission finds the lock taken and is refused at once.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import secrets
 import subprocess
@@ -25,6 +33,7 @@ from fraudrt.config import Settings
 from fraudrt.contracts import utc_now_ts, write_json_atomic
 
 from ._errors import OracleError
+from ._sort import SORT_PROCESS_ENV
 from ._store import parse_engine_root
 from ._stream_sort import StreamSortRequest
 
@@ -126,14 +135,39 @@ def _running_conflicts(settings: Settings, request: StreamSortRequest) -> list[s
     ]
 
 
+def _root_lock(settings: Settings, engine_run_root: str) -> int:
+    """An open descriptor holding the root's exclusive lock; raises JOB_ALREADY_RUNNING if it is taken."""
+    locks = jobs_dir(settings) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(engine_run_root.encode()).hexdigest()[:32]
+    fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return -1
+    return fd
+
+
 def submit_stream_sort(settings: Settings, request: StreamSortRequest, *, env: Mapping[str, str] | None = None) -> str:
     """Start the job process detached from this one; return its job id at once."""
     # One spelling per world, so the running-job guard and the job itself agree on what a root is.
     request = msgspec.structs.replace(request, engine_run_root=parse_engine_root(request.engine_run_root, settings).uri)
-    busy = _running_conflicts(settings, request)
-    if busy:
-        # Two sorts of one world would delete each other's half-built views.
-        raise OracleError("JOB_ALREADY_RUNNING", f"stream sort of {request.engine_run_root} already running: {busy}")
+    lock = _root_lock(settings, request.engine_run_root)
+    try:
+        busy = _running_conflicts(settings, request)
+        if lock < 0 or busy:
+            # Two sorts of one world would delete each other's half-built views.
+            raise OracleError(
+                "JOB_ALREADY_RUNNING", f"stream sort of {request.engine_run_root} already running: {busy or 'a job'}"
+            )
+        return _spawn(settings, request, env, lock)
+    finally:
+        if lock >= 0:
+            os.close(lock)  # the job process holds its own copy of the locked descriptor until it exits
+
+
+def _spawn(settings: Settings, request: StreamSortRequest, env: Mapping[str, str] | None, lock: int) -> str:
     job_id = new_job_id("stream_sort")
     directory = job_dir(settings, job_id)
     directory.mkdir(parents=True, exist_ok=False)
@@ -153,15 +187,23 @@ def submit_stream_sort(settings: Settings, request: StreamSortRequest, *, env: M
     # The job must see the same settings: same profile and the same home (where status goes).
     child_env["FRAUDRT_PROFILE"] = settings.profile
     child_env.setdefault("FRAUDRT_HOME", settings.home)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fraudrt.oracle.job_main", str(directory)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=child_env,
-            start_new_session=True,  # a Ctrl-C of a waiting CLI does not kill a detached job
-        )
+    for name, value in SORT_PROCESS_ENV.items():  # allocator settings the memory budget relies on
+        child_env.setdefault(name, value)
+    try:
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fraudrt.oracle.job_main", str(directory)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                pass_fds=(lock,),  # the root's lock, held by the job for its whole life
+                start_new_session=True,  # a Ctrl-C of a waiting CLI does not kill a detached job
+            )
+    except OSError as exc:
+        status.state, status.error_code, status.error_message = "FAILED", "JOB_SPAWN_FAILED", str(exc)
+        write_status(directory, status)
+        raise OracleError("JOB_SPAWN_FAILED", f"could not start the job process: {exc}") from exc
     try:
         create_time: float | None = psutil.Process(proc.pid).create_time()
     except psutil.NoSuchProcess:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +23,7 @@ import msgspec
 from botocore.exceptions import ClientError
 
 from fraudrt.config import Settings
+from fraudrt.runtime import classify
 from fraudrt.substrate._clients import s3_client
 
 from ._errors import OracleError
@@ -104,11 +107,18 @@ class ObjectStore(Protocol):
     def local_path(self, key: str) -> Path | None: ...
 
 
-def _is_precondition_failure(exc: ClientError) -> bool:
+# A conditional PUT answered 409 ConditionalRequestConflict (or another transient failure) is tried
+# again this many times, sleeping BACKOFF_S x 2^n (with jitter) in between: about 6 s in all.
+PUT_ATTEMPTS = 6
+PUT_BACKOFF_S = 0.2
+
+
+def _object_exists(exc: ClientError) -> bool:
+    """412 PreconditionFailed: an If-None-Match PUT found the object there. Only this means 'exists':
+    409 ConditionalRequestConflict means a conflicting write of the key is in flight (retry)."""
     err = exc.response.get("Error", {})
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    # 412 PreconditionFailed: the object exists; 409 ConditionalRequestConflict: a racing write of it.
-    return err.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or status in (412, 409)
+    return bool(err.get("Code") == "PreconditionFailed" or status == 412)
 
 
 def _is_not_found(exc: ClientError) -> bool:
@@ -183,13 +193,24 @@ class S3Store:
             kwargs["Metadata"] = dict(metadata)
         if if_none_match:
             kwargs["IfNoneMatch"] = "*"
-        try:
-            await self._c.put_object(**kwargs)
-        except ClientError as exc:
-            if if_none_match and _is_precondition_failure(exc):
-                return False
-            raise
-        return True
+        for attempt in range(1, PUT_ATTEMPTS + 1):
+            try:
+                await self._c.put_object(**kwargs)
+                return True
+            except ClientError as exc:
+                if if_none_match and _object_exists(exc):
+                    return False
+                failure = classify(exc)
+                if not failure.transient:
+                    raise
+                if attempt == PUT_ATTEMPTS:
+                    raise OracleError(
+                        "STORE_WRITE_FAILED",
+                        f"PUT s3://{self.bucket}/{key} still failing after {attempt} attempts ({failure.code}):"
+                        " another writer of this key, or a store in trouble; rerun once it has settled",
+                    ) from exc
+                await anyio.sleep(PUT_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
 
     async def upload_file(
         self, key: str, path: Path, *, metadata: Mapping[str, str] | None = None, limiter: anyio.CapacityLimiter
@@ -331,7 +352,21 @@ class LocalStore:
         self, key: str, path: Path, *, metadata: Mapping[str, str] | None = None, limiter: anyio.CapacityLimiter
     ) -> None:
         async with limiter:
-            await self.put_bytes(key, await anyio.Path(path).read_bytes())
+            await anyio.to_thread.run_sync(self._copy_in, key, path)
+
+    def _copy_in(self, key: str, path: Path) -> None:
+        # A file copy (no read into memory), published atomically under its name.
+        target = self._p(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     async def delete(self, keys: Sequence[str]) -> None:
         for key in keys:

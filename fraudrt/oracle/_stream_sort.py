@@ -45,6 +45,10 @@ from ._sort import PartWritten, SortConfig, SortStats, SourceFile, sort_sources
 from ._store import EngineRoot, ObjectInfo, ObjectStore, open_store, parse_engine_root
 from ._world import Mode, WorldKey, list_sources, outputs_for_mode, read_receipt, stream_view_prefix, world_key
 
+# The part uploads run beside the sort: UPLOAD_SLOTS multipart pieces (8 MiB) or one whole part under
+# the 16 MiB multipart threshold in flight, plus the client's copies while signing and sending.
+UPLOAD_SLOTS = 2
+UPLOAD_RESERVED_BYTES = 48 * 1024**2
 RECEIPT = "_stream_sort_receipt.json"
 MANIFEST = "_stream_view_manifest.json"
 PARTITION_GRANULARITY = "flat"
@@ -162,6 +166,27 @@ _MATCH_FIELDS = (
 
 def _json(obj: Any) -> bytes:
     return msgspec.json.encode(obj) + b"\n"
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else group
+
+
+def _for_output(exc: BaseException, output_id: str) -> BaseException:
+    """An error of the sort, named after the output it concerns (the sort itself knows files, not outputs)."""
+    if isinstance(exc, OracleError) and not exc.message.startswith(output_id):
+        named = type(exc)(exc.code, f"{output_id}: {exc.message}")
+        named.__cause__ = exc.__cause__
+        return named.with_traceback(exc.__traceback__)
+    return exc
 
 
 def resolve_outputs(request: StreamSortRequest) -> tuple[str, ...]:
@@ -310,6 +335,7 @@ async def sort_output(
         cfg = SortConfig(
             work_dir=str(scratch),
             memory_budget_bytes=request.memory_mb * 1024 * 1024,
+            reserved_bytes=UPLOAD_RESERVED_BYTES,
             rows_per_part=request.rows_per_part,
             row_group_rows=request.row_group_rows,
             ts_column=spec.ts_column,
@@ -319,14 +345,20 @@ async def sort_output(
         parts: list[PartRef] = []
         send, recv = anyio.create_memory_object_stream[PartWritten](2)
 
+        upload_slots = anyio.CapacityLimiter(UPLOAD_SLOTS)
+
         async def uploader() -> None:
             async with recv:
                 async for part in recv:
                     path = Path(part.path)
-                    data = await anyio.Path(path).read_bytes()
                     name = f"part-{part.index:06d}.parquet"
-                    await store.put_bytes(
-                        prefix + name, data, metadata={"sha256": part.sha256, "attempt_id": attempt_id}
+                    # Streamed from the file (multipart over 16 MiB), never read whole: the uploads'
+                    # memory is the fixed UPLOAD_RESERVED_BYTES inside the job's budget.
+                    await store.upload_file(
+                        prefix + name,
+                        path,
+                        metadata={"sha256": part.sha256, "attempt_id": attempt_id},
+                        limiter=upload_slots,
                     )
                     await anyio.Path(path).unlink()
                     parts.append(
@@ -356,9 +388,16 @@ async def sort_output(
                 anyio.from_thread.run_sync(send.close)
 
         stats: SortStats | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(uploader)
-            stats = await anyio.to_thread.run_sync(run_sort)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(uploader)
+                stats = await anyio.to_thread.run_sync(run_sort)
+        except BaseExceptionGroup as group:
+            # The sort and its uploader are one step: a failure of either is this output's failure (an
+            # OracleError with its code), not a group of one.
+            raise _for_output(_sole(group), output_id) from None
+        except OracleError as exc:
+            raise _for_output(exc, output_id) from None
         assert stats is not None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

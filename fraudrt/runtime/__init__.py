@@ -1,91 +1,49 @@
-"""The actor runtime: shard readers, batch handlers, Postgres checkpoints, the publish outbox, packs."""
+"""The actor runtime, as a component author sees it.
+
+An `Actor` consumes streams a batch at a time (`handle(batch)`), with state, emitted envelopes,
+timers, dead letters and its checkpoint committed in one Postgres transaction; a `Service` runs
+anything else. From a batch: `take_in` (idempotent intake), `emit`, `set_timer` / `cancel_timer`,
+`dead_letter`. From the context: `fence()` (wait on another component's progress) and
+`notifications`. `classify` judges any failure; `LatencyHistogram` measures a hop; `pack_columns` /
+`split_sql` pass a batch to Postgres as columns.
+
+Pack operations (up, down, status, manifests, run ids, migrations) are in `fraudrt.runtime.packs`;
+the Kinesis data plane (client, PutRecords sender) in `fraudrt.runtime.bus`.
+"""
 
 from ._actor import Actor, Batch, ComponentContext, Service
-from ._bus import BusRecord, GetResult, KinesisBus, PutEntry, PutResult, seq_key, shard_number
-from ._checkpoint import load_checkpoints
 from ._classify import Failure, FailureKind, classify, is_transient
-from ._errors import (
-    ActorMissingError,
-    BusError,
-    ExpiredIteratorError,
-    FraudrtRuntimeError,
-    PackError,
-    StreamNotFoundError,
-    ThrottledError,
-)
-from ._gc import configure_gc, freeze_heap
+from ._errors import BusError, ExpiredIteratorError, FraudrtRuntimeError, StreamNotFoundError, ThrottledError
+from ._fence import Notifications, ProgressFence
 from ._inbox import Intake, content_hash, take_in
-from ._manifest import ComponentSpec, PackManifest, list_manifests, resolve_manifest
-from ._migrations import MigrationError, apply_migrations
-from ._outbox import OutboxRelay, write_outbox
-from ._pack import load_pack_state, pack_down, pack_kill, pack_status, pack_up
+from ._latency import LatencyHistogram
 from ._pgcolumns import pack_columns, split_sql
 from ._records import Emit, InboundRecord
-from ._runs import (
-    RunError,
-    active_run_id,
-    active_run_path,
-    component_dir,
-    new_run,
-    operate_dir,
-    pack_run_dir,
-    platform_root,
-    run_dir,
-)
+from ._timers import Timer
 
 __all__ = [
     "Actor",
-    "ActorMissingError",
     "Batch",
     "BusError",
-    "BusRecord",
     "ComponentContext",
-    "ComponentSpec",
     "Emit",
     "ExpiredIteratorError",
     "Failure",
     "FailureKind",
     "FraudrtRuntimeError",
-    "GetResult",
     "InboundRecord",
     "Intake",
-    "KinesisBus",
-    "MigrationError",
-    "OutboxRelay",
-    "PackError",
-    "PackManifest",
-    "PutEntry",
-    "PutResult",
-    "RunError",
+    "LatencyHistogram",
+    "Notifications",
+    "ProgressFence",
     "Service",
     "StreamNotFoundError",
     "ThrottledError",
-    "active_run_id",
-    "active_run_path",
-    "apply_migrations",
+    "Timer",
     "classify",
-    "component_dir",
-    "configure_gc",
     "content_hash",
-    "freeze_heap",
     "is_transient",
-    "list_manifests",
-    "load_checkpoints",
-    "load_pack_state",
-    "new_run",
-    "operate_dir",
     "pack_columns",
-    "pack_down",
-    "pack_kill",
-    "pack_run_dir",
-    "pack_status",
-    "pack_up",
-    "platform_root",
-    "resolve_manifest",
-    "run_dir",
-    "seq_key",
-    "shard_number",
     "split_sql",
     "take_in",
-    "write_outbox",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -20,6 +20,8 @@ from fraudrt.config import Settings
 
 from ._fence import Notifications, ProgressFence
 from ._inbox import content_hash, take_in
+from ._latency import LatencyHistogram
+from ._outbox import write_outbox
 from ._records import Emit, InboundRecord
 from ._timers import Timer, epoch
 
@@ -100,6 +102,12 @@ class ComponentContext:
             self.notifications = Notifications(self.settings.postgres.dsn)
         return ProgressFence(self.pool, self.notifications, self.platform_run_id)
 
+    async def write_outbox(self, conn: Any, emits: Sequence[Emit]) -> None:
+        """Emit from a transaction of the component's own, outside a batch (an HTTP handler, a
+        background task): the envelopes are outbox rows of this pack, committed or rolled back with
+        `conn`'s transaction, and published by the pack's relay like a batch's."""
+        await write_outbox(conn, self.pack_id, emits)
+
 
 class Component(ABC):
     """Common surface: a full component name (artifact paths use it) and its health."""
@@ -116,6 +124,12 @@ class Component(ABC):
         return {}
 
     def health_details(self) -> dict[str, Any]:
+        return {}
+
+    def latency_histograms(self) -> Mapping[str, LatencyHistogram]:
+        """Histograms of the hops this component owns (e.g. `decision_to_outcome`), exported by the
+        pack as the gauges `latency_ms.<name>.{count,p50,p95,p99,max,mean}` beside the runtime's own
+        `arrival_to_commit`, and by `/metrics` as `fraudrt_latency_seconds{hop=<name>}`."""
         return {}
 
 

@@ -1,7 +1,7 @@
 """The publish outbox: rows written with an actor's state, published by one relay task per pack.
 
 The relay takes an owner's oldest ready rows (neither published nor parked), publishes them with
-the one PutRecords sender (`_sender.py`: byte and count limits, per-entry retry, order per key), and
+the one PutRecords sender (`_sender.py`: byte and count limits, per-entry retry, order kept), and
 in the same transaction marks what went out (shard, sequence number), **parks** what Kinesis will
 never take (a record over 1 MiB, a bad partition key, a stream that does not exist) with the
 reason, and counts an attempt with the last error on what is still failing. A parked row never

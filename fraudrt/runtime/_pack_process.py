@@ -19,11 +19,13 @@ from typing import Any
 
 import anyio
 import asyncpg
+import msgspec
 
 from fraudrt.config import Settings, load_settings
 from fraudrt.contracts import (
     HealthReport,
     MetricsReport,
+    config_digest,
     health_path,
     metrics_path,
     utc_now_ts,
@@ -40,6 +42,7 @@ from ._migrations import apply_migrations
 from ._outbox import OutboxRelay
 from ._outbox_retention import DEFAULT_OUTBOX_RETENTION_SECONDS, OutboxPruner
 from ._pgcolumns import MIN_SERVER_VERSION_NUM
+from ._prometheus import PrometheusExporter
 from ._reader import Delivery, ShardReader, lowest_checkpoint
 from ._runner import ActorRunner
 from ._runs import operate_dir, pack_run_dir
@@ -117,6 +120,8 @@ class PackProcess:
         self.notifications: Notifications | None = None
         self.missing_optional: list[str] = []
         self.started_at = utc_now_ts()
+        self.exporter = PrometheusExporter(self, manifest.runtime)
+        self.config_digest = config_digest(msgspec.to_builtins(settings))
 
     # ---------------------------------------------------------------- status and health files
 
@@ -171,6 +176,7 @@ class PackProcess:
                        "restarts": self.relay_sup.restarts} if self.relay else None,
             "outbox_retention": {"health_state": self.pruner_sup.health()[0], "reasons": self.pruner_sup.health()[1]},
             "readers": readers, "backgrounds": backgrounds, "shard_events": self.shard_events[-20:],
+            "metrics": self.exporter.status(), "config_digest": self.config_digest,
         }
 
     def _snapshot(self) -> list[tuple[Path, Any]]:
@@ -189,6 +195,9 @@ class PackProcess:
                 gauges.update({f"watermark.{k}": v for k, v in runner.stats.watermarks.items()})
                 for q, v in runner.stats.latency.summary().items():
                     gauges[f"latency_ms.arrival_to_commit.{q}"] = v
+            for hop, histogram in comp.latency_histograms().items():
+                for q, v in histogram.summary().items():
+                    gauges[f"latency_ms.{hop}.{q}"] = v
             for k, v in comp.metrics().items():
                 # Numbers are counters; strings, None and anything else a point-in-time gauge.
                 if isinstance(v, bool) or not isinstance(v, int | float):
@@ -256,9 +265,11 @@ class PackProcess:
                           MIN_SERVER_VERSION_NUM // 10000, version)
                 self.events("pack_failed", {"postgres_server_version_num": version})
                 return 2
+            await self.exporter.start()
             async with KinesisBus(self.settings.kinesis) as bus:
                 return await self._run(ready, pool, bus, stopping)
         finally:
+            await self.exporter.stop()
             if self.notifications is not None:
                 await self.notifications.close()
             await pool.close()
@@ -374,7 +385,9 @@ class PackProcess:
         start = lowest_checkpoint([r.checkpoints.get((stream, shard_id)) for r, _ in subs])
         key = (stream, shard_id)
         self.readers[key] = ShardReader(self._bus, stream, shard_id, [s for _, s in subs], start,
-                                        limit=int(self.opts.get("read_limit", 5000)))
+                                        limit=int(self.opts.get("read_limit", 5000)),
+                                        idle_sleep_min=float(self.opts.get("read_idle_min_seconds", 0.01)),
+                                        idle_sleep_max=float(self.opts.get("read_idle_max_seconds", 0.2)))
         self.reader_sups[key] = Supervision(f"reader:{stream}/{shard_id}")
         return key
 

@@ -1,4 +1,8 @@
-"""kill -9 of the rtdl_core pack while it archives; after `pack up` the archive holds every record once.
+"""kill -9 of a pack running rtdl_core's ArchiveWriter while it archives; after `pack up` the archive
+holds every record once.
+
+The pack is the test-only `test_archive` (ArchiveWriter + a recorder): the records here are not engine
+events, which the rtdl_core projectors would rightly dead-letter; their own kill -9 test uses a world.
 
 Records are put on three streams before, during and after the kill. Each kill lands at the moment a
 segment object is written but its batch not yet committed, which is what the segment key scheme must
@@ -29,13 +33,14 @@ if str(project_root()) not in sys.path:
 
 from fraudrt._daemon import is_alive
 from fraudrt.rtdl.archive_writer._actor import CRASH_AFTER_SEGMENT_PUTS_ENV
-from fraudrt.runtime import KinesisBus, load_pack_state, pack_down, pack_kill, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import load_pack_state, pack_down, pack_kill, pack_up
 from fraudrt.substrate import bootstrap, s3_client
 from tests.support.harness import Ack, kill_pack, make_scope, open_pool, put, record, wait_for, wait_for_exit
 
 pytestmark = pytest.mark.chaos
 
-CORE = "local_parity_rtdl_core_v0"
+CORE = "test_archive_v0"
 LONG = os.environ.get("FRAUDRT_CHAOS_LONG") == "1"
 TOTAL = 50_000 if LONG else 5_000
 KILLS = 3 if LONG else 1
@@ -80,13 +85,13 @@ async def _kill_between_put_and_commit(settings: Any, pool: Any, s3: Any, run: s
         os.kill(pid, signal.SIGSTOP)
         try:
             if await _orphans(settings, pool, s3, run) - stale:
-                pack_kill(settings, "rtdl_core")
+                pack_kill(settings, "test_archive")
                 return True
         finally:
             if is_alive(state.process):
                 os.kill(pid, signal.SIGCONT)
         await anyio.sleep(random.uniform(0.0, 0.01))
-    pack_kill(settings, "rtdl_core")
+    pack_kill(settings, "test_archive")
     return False
 
 
@@ -104,8 +109,8 @@ async def _read_archive(settings: Any, run: str) -> tuple[dict[str, list[dict[st
 
 async def test_kill9_mid_run_then_up_archives_every_record_exactly_once(substrate: Any, tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FRAUDRT_PACKS_DIR", raising=False)
-    scope = make_scope(substrate, tmp_path / "runs")
+    scope = make_scope(substrate, tmp_path / "runs", test_packs=True)
+    monkeypatch.setenv("FRAUDRT_PACKS_DIR", scope.env["FRAUDRT_PACKS_DIR"])
     settings, run = scope.settings, scope.run_id
     await bootstrap(settings)
     streams = [settings.streams.name(s) for s in STREAMS]
@@ -120,7 +125,7 @@ async def test_kill9_mid_run_then_up_archives_every_record_exactly_once(substrat
                                                 for i in range(min(250, n - start))]))
 
     def up(env: dict[str, str] | None = None) -> dict[str, Any]:
-        return pack_up(settings, "rtdl_core", platform_run_id=run, env={**scope.env, **(env or {})})
+        return pack_up(settings, "test_archive", platform_run_id=run, env={**scope.env, **(env or {})})
 
     in_window: list[bool] = []
     stale: set[str] = set()
@@ -156,7 +161,7 @@ async def test_kill9_mid_run_then_up_archives_every_record_exactly_once(substrat
             assert restarted["state"] == "started" and restarted["pid"] not in pids
             await wait_for(lambda: _archived(pool, run), lambda n: n >= TOTAL, timeout=120 if LONG else 60,
                            interval=0.25, what=f"all {TOTAL} records archived")
-            stopped = await anyio.to_thread.run_sync(lambda: pack_down(settings, "rtdl_core", timeout=30))
+            stopped = await anyio.to_thread.run_sync(lambda: pack_down(settings, "test_archive", timeout=30))
             assert stopped["state"] == "stopped"
             index = await pool.fetch("SELECT * FROM archive_segments WHERE platform_run_id = $1", run)
         finally:

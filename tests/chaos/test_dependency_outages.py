@@ -17,7 +17,8 @@ from fraudrt.config import project_root
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
-from fraudrt.runtime import KinesisBus, pack_status, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import pack_status, pack_up
 from fraudrt.substrate import bootstrap
 from tests.support.harness import handled, kill_pack, make_scope, open_pool, outage, put, record, wait_for
 

@@ -22,8 +22,9 @@ if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))  # tests.support: imported here and by pack processes
 
 from fraudrt.contracts import metrics_path
-from fraudrt.runtime import KinesisBus, load_pack_state, pack_down, pack_up
 from fraudrt.runtime._outbox import CRASH_AFTER_PUBLISH_ENV
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import load_pack_state, pack_down, pack_up
 from tests.support.harness import (
     TEST_PACKS_DIR,
     create_streams,

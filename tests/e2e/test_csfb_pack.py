@@ -18,7 +18,8 @@ if str(project_root()) not in sys.path:
 
 from fraudrt.contracts import health_path, metrics_path
 from fraudrt.rtdl.context_store_flow_binding import progress, resolve_flow_binding
-from fraudrt.runtime import KinesisBus, pack_down, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import pack_down, pack_up
 from fraudrt.substrate import bootstrap
 from tests.support.harness import kill_pack, make_scope, put, wait_for
 from tests.support.rtdl_world import envelopes, make_world

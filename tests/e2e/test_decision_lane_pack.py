@@ -1,10 +1,11 @@
-"""The Degrade Ladder and the Decision Fabric in a real pack process, behind a real rtdl_core pack.
+"""The Action Layer and the Decision Log/Audit as real pack processes on the embedded substrate.
 
-Real signals end to end: the ladder reads the rtdl_core pack's own health and metrics files. While
-the projectors run, the posture is NORMAL and every AUTH_REQUEST is decided on its full context, DF
-GREEN. `kill -9` of the rtdl_core pack stops its reports; once they are stale the ladder goes to
-FAIL_CLOSED (CSFB, the base context, is gone) and DF holds new requests for REVIEW without waiting for
-context that cannot come. With rtdl_core back, the ladder returns to NORMAL after its quiet period.
+1. Decisions and intents on the rtdl stream -> AL executes them and publishes outcomes through the
+   pack's relay -> DLA joins all three and publishes audit records: the health files say what the
+   closeout reads (AL GREEN with intake == outcome > 0, DLA GREEN with lineage_unresolved_total 0),
+   the metrics files carry the hop latencies.
+2. kill -9 of DLA between a segment PUT and its commit (its test-only crash point): after `pack up`
+   the same segment key is rewritten byte for byte and the index names every line of it.
 """
 
 from __future__ import annotations
@@ -15,128 +16,144 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 import pytest
-import yaml
 
 from fraudrt.config import project_root
 
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
-from fraudrt.contracts import decode_envelope, health_path
-from fraudrt.engine import GenerateRequest, generate_world
-from fraudrt.rtdl.decision_fabric import decisions_for
-from fraudrt.rtdl.degrade_ladder import posture_history
-from fraudrt.rtdl.policy import load_policy
-from fraudrt.runtime import KinesisBus, pack_down, pack_up
-from fraudrt.substrate import bootstrap
-from tests.support.decision_lane import CONTEXT, world_envelopes
-from tests.support.harness import kill_pack, make_scope, put, wait_for
+from fraudrt.contracts import audit_chain_id, decode_envelope, health_path, metrics_path
+from fraudrt.rtdl.decision_log_audit import CRASH_AFTER_SEGMENT_PUTS_ENV
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations, pack_down, pack_up
+from fraudrt.substrate import s3_client
+from tests.support.harness import (
+    create_streams,
+    kill_pack,
+    make_scope,
+    open_pool,
+    put,
+    read_all,
+    wait_for,
+    wait_for_exit,
+)
+from tests.support.lane_events import chain, outcome
 
 pytestmark = pytest.mark.e2e
 
-CORE = "local_parity_rtdl_core_v0"
-LANE = "test_decision_v0"
 
-
-def _packs(tmp: Path, policy_path: Path) -> Path:
-    """A packs dir with rtdl_core as shipped and a pack of the ladder and DF on a test policy."""
-    packs = tmp / "packs"
-    packs.mkdir()
-    (packs / f"{CORE}.yaml").write_text((project_root() / "packs" / f"{CORE}.yaml").read_text())
-    lane = yaml.safe_load((project_root() / "packs" / "local_parity_rtdl_decision_lane_v0.yaml").read_text())
-    components = [c for c in lane["components"] if c["name"] in ("degrade_ladder", "decision_fabric")]
-    for c in components:
-        c.setdefault("options", {})["policy"] = str(policy_path)
-    (packs / f"{LANE}.yaml").write_text(yaml.safe_dump({
-        "pack_id": LANE, "short_name": "test_decision", "description": "DL + DF of the decision lane",
-        "components": components, "runtime": {"health_interval_seconds": 0.5}}))
-    return packs
-
-
-def _policy(tmp: Path) -> Path:
-    """The shipped decision policy with a short quiet period (and its bundles by absolute path)."""
-    shipped = load_policy()
-    doc = yaml.safe_load((Path(shipped.directory) / "decision_policy.yaml").read_text())
-    doc["ladder"]["quiet_period_seconds"] = 3.0
-    doc["bundles"] = {"model": str(shipped.bundle_path("model")), "rules_only": str(shipped.bundle_path("rules_only"))}
-    path = tmp / "decision_policy.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-def _read(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         doc: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return None
     return doc
 
 
-async def test_posture_follows_the_projectors_pack_and_df_obeys_it(
+async def test_intents_become_outcomes_and_audited_chains_with_the_health_the_closeout_reads(
         substrate: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    packs = _packs(tmp_path, _policy(tmp_path))
-    monkeypatch.setenv("FRAUDRT_PACKS_DIR", str(packs))
-    scope = make_scope(substrate, tmp_path / "runs")
+    scope = make_scope(substrate, tmp_path / "runs", test_packs=True)
+    monkeypatch.setenv("FRAUDRT_PACKS_DIR", scope.env["FRAUDRT_PACKS_DIR"])
     settings, run = scope.settings, scope.run_id
-    env = {**scope.env, "FRAUDRT_PACKS_DIR": str(packs)}
-    await bootstrap(settings)
-    world = Path(generate_world(GenerateRequest(out_dir=str(tmp_path / "world"), seed=31, n_flows=300,
-                                                fraud_rate=0.05, modes=("fraud",))).engine_run_root)
-    envs = world_envelopes(world, run)
-    requests = [d for d in envs["traffic_fraud"] if decode_envelope(d).payload["event_type"] == "AUTH_REQUEST"]
-    first, held_back = requests[:-20], requests[-20:]
-    runs_root = Path(settings.runs_root)
-    conn = await asyncpg.connect(settings.postgres.dsn)
-    try:
-        await anyio.to_thread.run_sync(lambda: pack_up(settings, CORE, platform_run_id=run, env=env))
-        await anyio.to_thread.run_sync(lambda: pack_up(settings, LANE, platform_run_id=run, env=env))
-        async with KinesisBus(settings.kinesis) as bus:
-            for logical in CONTEXT:
-                await put(bus, settings.streams.name(logical), envs[logical])
-            await put(bus, settings.streams.name("traffic_fraud"), first)
+    rtdl, audit = await create_streams(settings, ["rtdl", "audit"])
+    actions = ("APPROVE", "STEP_UP", "REVIEW", "DECLINE")
+    chains = [chain(run, i, action=actions[i % 4]) for i in range(200)]
+    runs = Path(settings.runs_root)
+    async with KinesisBus(settings.kinesis) as bus:
+        # Half before the pack starts (read from TRIM_HORIZON), half while it runs.
+        await put(bus, rtdl, [d for c in chains[:100] for d in (c.decision, c.intent)])
+        try:
+            await anyio.to_thread.run_sync(lambda: pack_up(settings, "test_decision_lane", platform_run_id=run,
+                                                           env=scope.env))
+            await put(bus, rtdl, [d for c in chains[100:] for d in (c.decision, c.intent)])
 
-            async def decided() -> list[Any]:
-                return await decisions_for(conn, run)
+            async def files() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+                return (_read_json(health_path(runs, run, "action_layer")),
+                        _read_json(health_path(runs, run, "decision_log_audit")))
 
-            rows = await wait_for(decided, lambda r: len(r) == len(first), timeout=120, what="the first requests")
-            assert {(r.posture_mode, r.context_status) for r in rows} == {("NORMAL", "COMPLETE")}
-            df_health = await wait_for(lambda: anyio.to_thread.run_sync(
-                _read, health_path(runs_root, run, "decision_fabric")),
-                lambda h: h is not None and h["health_state"] == "GREEN", timeout=30, what="DF GREEN")
-            assert df_health is not None
-            history = await posture_history(conn, run)
-            assert [(c.mode, c.reason) for c in history] == [("NORMAL", "INITIAL")]
+            def closed(h: tuple[dict[str, Any] | None, dict[str, Any] | None]) -> bool:
+                al, dla = h
+                return (al is not None and dla is not None and al["details"]["outcome_total"] == 200
+                        and dla["details"]["chains_resolved_total"] == 200)
 
-            # The projectors' pack dies: no more reports. Stale after 10 s -> FAIL_CLOSED.
-            kill_pack(settings, CORE)
-            history = await wait_for(lambda: posture_history(conn, run), lambda h: h[-1].mode == "FAIL_CLOSED",
-                                     timeout=60, what="the ladder at FAIL_CLOSED")
-            assert history[-1].reason == "DOWNSHIFT NORMAL->FAIL_CLOSED"
-            assert any("context_store_flow_binding: REPORT_STALE" in r for r in history[-1].reasons)
-            assert history[-1].signals["context_store_flow_binding"]["mode"] == "FAIL_CLOSED"
+            al, dla = await wait_for(files, closed, timeout=120, interval=0.5, what="200 outcomes and 200 chains")
+            stopped = await anyio.to_thread.run_sync(lambda: pack_down(settings, "test_decision_lane", timeout=30))
+            assert stopped["state"] == "stopped"
+        finally:
+            kill_pack(settings, "test_decision_lane_v0")
+        published = await read_all(bus, audit)
 
-            await put(bus, settings.streams.name("traffic_fraud"), held_back)
-            rows = await wait_for(decided, lambda r: len(r) == len(requests), timeout=60, what="the held-back ones")
-            late = [r for r in rows if r.posture_mode == "FAIL_CLOSED"]
-            assert len(late) == len(held_back)
-            assert {(r.action, r.context_status) for r in late} == {("REVIEW", "COMPLETE")}
-            assert max(r.waited_ms for r in late) < 5000.0  # decided without waiting for context
-            lane_health = await wait_for(lambda: anyio.to_thread.run_sync(
-                _read, health_path(runs_root, run, "degrade_ladder")),
-                lambda h: h is not None and h["health_state"] == "RED", timeout=30, what="DL RED in FAIL_CLOSED")
-            assert lane_health is not None
+    # What the closeout's step 11.1 reads, from the files the drained pack wrote last.
+    al, dla = await files()
+    assert al is not None and dla is not None
+    assert al["health_state"] == "GREEN", al["reasons"]
+    assert al["details"]["intake_total"] == al["details"]["outcome_total"] == 200
+    assert dla["health_state"] == "GREEN", dla["reasons"]
+    assert dla["details"]["lineage_unresolved_total"] == 0
+    al_metrics = json.loads(metrics_path(runs, run, "action_layer").read_text())
+    dla_metrics = json.loads(metrics_path(runs, run, "decision_log_audit").read_text())
+    assert al_metrics["gauges"]["latency_ms.decision_to_outcome.count"] == 200
+    assert al_metrics["gauges"]["latency_ms.decision_to_outcome.p99"] > 0
+    assert dla_metrics["gauges"]["latency_ms.admit_to_audit.count"] == 200
+    assert dla_metrics["counters"]["records.action_outcome"] == 200
+    recon = json.loads((runs / "fraud-platform" / run / "decision_log_audit" / "reconciliation" /
+                        "last_reconciliation.json").read_text())
+    assert recon["chains"]["resolved"] == 200 and recon["lineage_unresolved_total"] == 0
+    assert sum(recon["outcomes_by_status"].values()) == 200
+    # One audit record per chain on the audit stream, each the chain's id.
+    ids = sorted(decode_envelope(r.data).event_id for r in published)
+    assert ids == sorted(audit_chain_id(run, c.decision_id) for c in chains)
 
-            # The projectors come back: fresh reports, and after the 3 s quiet period, NORMAL again.
-            await anyio.to_thread.run_sync(lambda: pack_up(settings, CORE, platform_run_id=run, env=env))
-            history = await wait_for(lambda: posture_history(conn, run), lambda h: h[-1].mode == "NORMAL",
-                                     timeout=90, what="the ladder back at NORMAL")
-            assert history[-1].reason.startswith("UPSHIFT FAIL_CLOSED->NORMAL")
-            assert [c.posture_seq for c in history] == list(range(1, len(history) + 1))
-        await anyio.to_thread.run_sync(lambda: pack_down(settings, LANE, timeout=30))
-        await anyio.to_thread.run_sync(lambda: pack_down(settings, CORE, timeout=30))
-    finally:
-        await conn.close()
-        kill_pack(settings, LANE)
-        kill_pack(settings, CORE)
+
+async def test_a_segment_written_before_a_crash_is_rewritten_byte_for_byte_and_indexed_after_restart(
+        substrate: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scope = make_scope(substrate, tmp_path / "runs", test_packs=True)
+    monkeypatch.setenv("FRAUDRT_PACKS_DIR", scope.env["FRAUDRT_PACKS_DIR"])
+    settings, run = scope.settings, scope.run_id
+    (rtdl,) = await create_streams(settings, ["rtdl"])
+    chains = [chain(run, i) for i in range(60)]
+    bucket = settings.buckets.platform
+    prefix = f"{run}/decision_log_audit/segments/"
+
+    async def objects() -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        async with s3_client(settings.s3) as s3:
+            listing = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+            for obj in listing.get("Contents", []):
+                out[obj["Key"]] = await (await s3.get_object(Bucket=bucket, Key=obj["Key"]))["Body"].read()
+        return out
+
+    async with KinesisBus(settings.kinesis) as bus, open_pool(settings) as pool:
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, "fraudrt.rtdl.decision_log_audit")
+        # Everything is on the bus before DLA starts, so its first batch is the same after the restart.
+        await put(bus, rtdl, [d for c in chains for d in (c.decision, c.intent, outcome(c))])
+        try:
+            await anyio.to_thread.run_sync(lambda: pack_up(
+                settings, "test_dla", platform_run_id=run, env={**scope.env, CRASH_AFTER_SEGMENT_PUTS_ENV: "1"}))
+            await wait_for_exit("test_dla_v0", settings, what="the self-kill after the first segment PUT")
+            orphans = await objects()
+            assert len(orphans) == 1, "the segment was written"
+            assert await pool.fetchval("SELECT count(*) FROM dla_links WHERE platform_run_id = $1", run) == 0, \
+                "its batch never committed"
+            await anyio.to_thread.run_sync(lambda: pack_up(settings, "test_dla", platform_run_id=run, env=scope.env))
+
+            async def resolved() -> int:
+                return int(await pool.fetchval("SELECT count(*) FROM dla_chains WHERE platform_run_id = $1 "
+                                                "AND status = 'RESOLVED'", run))
+
+            await wait_for(resolved, lambda n: n == len(chains), timeout=90, what="every chain resolved")
+            await anyio.to_thread.run_sync(lambda: pack_down(settings, "test_dla", timeout=30))
+        finally:
+            kill_pack(settings, "test_dla_v0")
+        after = await objects()
+        refs = [r["segment_ref"] for r in await pool.fetch(
+            "SELECT segment_ref FROM dla_links WHERE platform_run_id = $1", run)]
+
+    ((key, body),) = orphans.items()
+    assert after[key] == body, "the re-run wrote the same key with the same bytes"
+    assert set(after) == {key}, "no second object for the same records"
+    lines = after[key].splitlines()
+    assert sorted(refs) == sorted(f"s3://{bucket}/{key}#L{i}" for i in range(1, len(lines) + 1))
+    assert len(lines) == 3 * len(chains)

@@ -23,7 +23,8 @@ if str(project_root()) not in sys.path:
 from fraudrt.contracts import health_path, metrics_path
 from fraudrt.rtdl.identity_entity_graph import graph_edges, graph_entities, graph_features, observations
 from fraudrt.rtdl.identity_entity_graph.offline import ANCHOR_COLUMNS
-from fraudrt.runtime import KinesisBus, pack_down, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import pack_down, pack_up
 from fraudrt.substrate import bootstrap
 from tests.support.harness import kill_pack, make_scope, open_pool, put, wait_for
 from tests.support.world_bus import WorldPins, generate, output_rows

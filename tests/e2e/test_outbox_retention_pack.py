@@ -16,7 +16,8 @@ from fraudrt.config import project_root
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))  # tests.support: imported here and by pack processes
 
-from fraudrt.runtime import KinesisBus, pack_down, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import pack_down, pack_up
 from tests.support.harness import (
     TEST_PACKS_DIR,
     create_streams,

@@ -16,7 +16,8 @@ from fraudrt.config import project_root
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
-from fraudrt.runtime import KinesisBus, pack_run_dir, pack_status, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import pack_run_dir, pack_status, pack_up
 from fraudrt.substrate import kinesis_client
 from tests.support.harness import (
     create_streams,

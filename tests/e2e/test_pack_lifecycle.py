@@ -20,7 +20,7 @@ if str(project_root()) not in sys.path:
 
 from fraudrt._daemon import is_alive
 from fraudrt.contracts import health_path
-from fraudrt.runtime import (
+from fraudrt.runtime.packs import (
     PackError,
     load_pack_state,
     new_run,

@@ -23,7 +23,8 @@ if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
 from fraudrt.contracts import health_path
-from fraudrt.runtime import KinesisBus, new_run, pack_down, pack_run_dir, pack_status, pack_up
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import new_run, pack_down, pack_run_dir, pack_status, pack_up
 from fraudrt.substrate import bootstrap, s3_client
 from tests.integration.test_sr_ready import FRAUD_OUTPUTS, oracle_world
 from tests.support.harness import kill_pack, make_scope, open_pool, read_all, read_events, wait_for
@@ -59,12 +60,7 @@ async def test_sr_ready_then_control_ingress_pack_admits_exactly_the_cap_per_out
         # the running WSP picks READY up live.
         started = await anyio.to_thread.run_sync(lambda: pack_up(settings, "control_ingress", env=env))
         assert started["state"] == "started", started
-        sr = await anyio.to_thread.run_sync(lambda: subprocess.run(
-            [sys.executable, "-m", "fraudrt", "sr", "ready", "--reuse", "--engine-run-root", world.root_uri,
-             "--scenario-id", world.scenario_id], env=env, cwd=project_root(), capture_output=True, text=True,
-            timeout=120))
-        assert sr.returncode == 0, sr.stderr
-        ready = json.loads(sr.stdout)
+        ready = await sr_ready_reuse(env, world)
         assert ready["platform_run_id"] == run and ready["kind"] == "READY"
 
         async with KinesisBus(settings.kinesis) as bus:
@@ -135,6 +131,17 @@ async def test_sr_ready_then_control_ingress_pack_admits_exactly_the_cap_per_out
         kill_pack(settings, PACK)
 
 
+async def sr_ready_reuse(env: dict[str, str], world: Any) -> dict[str, Any]:
+    """`fraudrt sr ready --reuse` for `world`, as `make platform-sr-run-reuse` runs it; its JSON result."""
+    sr = await anyio.to_thread.run_sync(lambda: subprocess.run(
+        [sys.executable, "-m", "fraudrt", "sr", "ready", "--reuse", "--engine-run-root", world.root_uri,
+         "--scenario-id", world.scenario_id], env=env, cwd=project_root(), capture_output=True, text=True,
+        timeout=120))
+    assert sr.returncode == 0, sr.stderr
+    result: dict[str, Any] = json.loads(sr.stdout)
+    return result
+
+
 async def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data: dict[str, Any] = json.loads(await anyio.Path(path).read_text())
@@ -168,12 +175,7 @@ async def test_kill_9_mid_stream_then_pack_up_resumes_from_the_checkpoint_withou
     total = sum(expected.values())
     try:
         await anyio.to_thread.run_sync(lambda: pack_up(settings, "control_ingress", env=env))
-        sr = await anyio.to_thread.run_sync(lambda: subprocess.run(
-            [sys.executable, "-m", "fraudrt", "sr", "ready", "--reuse", "--engine-run-root", world.root_uri,
-             "--scenario-id", world.scenario_id], env=env, cwd=project_root(), capture_output=True, text=True,
-            timeout=120))
-        assert sr.returncode == 0, sr.stderr
-        ready = json.loads(sr.stdout)
+        ready = await sr_ready_reuse(env, world)
 
         async with open_pool(settings) as pool:
             async def acked() -> int:
@@ -207,5 +209,63 @@ async def test_kill_9_mid_stream_then_pack_up_resumes_from_the_checkpoint_withou
         assert 0 < metrics["counters"]["parts_opened_total"] < all_parts
         assert metrics["counters"]["rows_decoded_total"] < total
         assert metrics["counters"]["push_duplicate_total"] <= 8 * 250  # at most the in-flight batches re-sent
+    finally:
+        kill_pack(settings, PACK)
+
+
+async def test_each_stream_carries_its_output_in_event_time_order_through_the_real_pack(
+        substrate: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole world through the control_ingress pack (WSP -> the real IG -> kinesalite), read back
+    from each stream: no record is older than the one before it, and no record was published before
+    a record (of any stream) more than the configured window older than it."""
+    from fraudrt.contracts import parse_ts_utc
+
+    monkeypatch.delenv("PLATFORM_RUN_ID", raising=False)
+    scope = make_scope(substrate, tmp_path / "runs")
+    settings = scope.settings
+    await bootstrap(settings)
+    new_run(settings, datetime(2033, 4, 5, 6, 7, 8, tzinfo=UTC).replace(second=uuid.uuid4().int % 60))
+    world = await oracle_world(settings, tmp_path / "world", n_flows=200, rows_per_part=64, row_group_rows=16)
+    stamps = sorted(parse_ts_utc(r["ts_utc"]).timestamp() for rows in world.rows.values() for r in rows)
+    window = (stamps[-1] - stamps[0]) / 10
+    expected = {oid: len(rows) for oid, rows in world.rows.items()}
+    # Small batches: many pushes per output, so a scheduler that lets batches overtake shows it.
+    env = {**scope.env, "WSP_MAX_EVENTS_PER_OUTPUT": "0", "FRAUDRT__WSP__PUSH_BATCH_SIZE": "20",
+           "FRAUDRT__WSP__ORDER_WINDOW_SECONDS": str(window), "IG_PORT": str(_free_port()),
+           "SR_RUN_EQUIVALENCE_KEY": f"order_{uuid.uuid4().hex[:8]}"}
+    try:
+        await anyio.to_thread.run_sync(lambda: pack_up(settings, "control_ingress", env=env))
+        ready = await sr_ready_reuse(env, world)
+        async with open_pool(settings) as pool:
+            row = await wait_for(lambda: pool.fetchrow(
+                "SELECT status, emitted::text AS emitted FROM wsp_ready_runs WHERE message_id = $1",
+                ready["message_id"]), lambda r: r is not None and r["status"] not in ("PENDING", "STREAMING"),
+                timeout=180, interval=0.5, what="READY streamed")
+        assert row["status"] == "STREAMED" and json.loads(row["emitted"]) == expected
+
+        published: list[tuple[float, float, str]] = []  # (arrival, event time, stream)
+        async with KinesisBus(settings.kinesis) as bus:
+            for output_id, logical in STREAM_OF.items():
+                records = await read_all(bus, settings.streams.name(logical))
+                docs = [json.loads(r.data) for r in records]
+                assert len({d["event_id"] for d in docs}) == expected[output_id] == len(docs), output_id
+                times = [parse_ts_utc(d["ts_utc"]).timestamp() for d in docs]
+                older = [n for n in range(1, len(times)) if times[n] < times[n - 1]]
+                assert older == [], f"{logical}: {len(older)} records older than the one before them"
+                published.extend((r.arrival_ts, t, logical) for r, t in zip(records, times, strict=True))
+        # A record more than the window older than one already on a stream arrived strictly later:
+        # that is a skew beyond the bound. (Kinesis stamps arrival in milliseconds: records of one
+        # millisecond are not ordered among themselves.)
+        published.sort()
+        newest, i = float("-inf"), 0
+        while i < len(published):
+            j = i
+            while j < len(published) and published[j][0] == published[i][0]:
+                j += 1
+            for _arrival, event_time, logical in published[i:j]:
+                assert event_time >= newest - window, \
+                    f"{logical}: a record at t={event_time} arrived after one at t={newest} (window {window:.3f}s)"
+            newest = max(newest, *(t for _a, t, _s in published[i:j]))
+            i = j
     finally:
         kill_pack(settings, PACK)

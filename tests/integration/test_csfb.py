@@ -40,8 +40,9 @@ from fraudrt.rtdl.context_store_flow_binding import (
     resolve_flow_binding,
     state_digest,
 )
-from fraudrt.runtime import KinesisBus, apply_migrations, seq_key
 from fraudrt.runtime._fence import Notifications
+from fraudrt.runtime.bus import KinesisBus, seq_key
+from fraudrt.runtime.packs import apply_migrations
 from tests.support.harness import Ack, LocalActor, create_streams, make_scope, open_pool, put, wait_for
 from tests.support.rtdl_world import envelopes, make_world
 

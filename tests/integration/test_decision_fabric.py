@@ -1,7 +1,7 @@
 """The Decision Fabric on the real substrate, with the real projectors in front of it.
 
 Each test streams a generated world onto private streams as IG would admit it, runs CSFB, OFP, IEG
-and DF in process (`tests/support/decision_lane.py`) and reads what DF decided through its reader
+and DF in process (`tests/support/df_lane.py`) and reads what DF decided through its reader
 and its outbox rows.
 """
 
@@ -34,8 +34,8 @@ from fraudrt.rtdl.policy import (
     quality_of,
     world_truth,
 )
-from fraudrt.runtime import KinesisBus
-from tests.support.decision_lane import (
+from fraudrt.runtime.bus import KinesisBus
+from tests.support.df_lane import (
     TEST_DF_OPTIONS,
     emitted,
     lane,

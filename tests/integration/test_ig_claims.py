@@ -21,7 +21,7 @@ import pytest
 from fraudrt.config import Settings, project_root
 from fraudrt.control_ingress.ingestion_gate import Admissible, evaluate
 from fraudrt.control_ingress.ingestion_gate._store import ClaimRow
-from fraudrt.runtime import PutEntry, PutResult
+from fraudrt.runtime.bus import PutEntry, PutResult
 
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))  # tests.support

@@ -24,8 +24,8 @@ from fraudrt.control_ingress.ingestion_gate._store import (
     InstanceLock,
     SettleIndex,
 )
-from fraudrt.runtime import apply_migrations
 from fraudrt.runtime._migrations import _sql_files
+from fraudrt.runtime.packs import apply_migrations
 from tests.support.harness import scratch_database, wait_for
 
 RUN = "platform_20260101T000000Z"

@@ -30,7 +30,8 @@ from fraudrt.rtdl.online_feature_plane import (
     offline_features,
     read_world_events,
 )
-from fraudrt.runtime import KinesisBus, apply_migrations
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations
 from tests.support.harness import LocalActor, create_streams, make_scope, open_pool, put, wait_for
 
 pytestmark = pytest.mark.integration

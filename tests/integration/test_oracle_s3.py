@@ -18,7 +18,11 @@ from typing import Any
 import anyio
 import pytest
 
-from fraudrt.config import Settings
+from fraudrt.config import Settings, project_root
+
+if str(project_root()) not in sys.path:
+    sys.path.insert(0, str(project_root()))  # tests.support
+
 from fraudrt.engine import GenerateRequest, generate_world
 from fraudrt.oracle import (
     CheckRequest,
@@ -32,6 +36,7 @@ from fraudrt.oracle import (
     sync_engine_root,
 )
 from fraudrt.substrate import s3_client
+from tests.support.engine_layout import as_real_engine
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +130,23 @@ def test_strict_check_on_s3_lists_all_problems(local_world: Path, settings: Sett
     codes = {i.code for i in strict.issues if i.severity == "ERROR"}
     assert strict.status == "FAIL" and {"GATE_FLAG_MISSING", "PACK_NOT_SEALED", "PACK_MANIFEST_MISSING"} <= codes
     assert strict.files_checked >= 6  # the column/partition checks read parquet from S3 with polars
+
+
+def test_strict_check_passes_a_world_laid_out_like_a_real_engine_on_s3(
+    local_world: Path, settings: Settings, root: str, tmp_path: Path
+) -> None:
+    import shutil
+
+    world = tmp_path / local_world.name
+    shutil.copytree(local_world, world)
+    as_real_engine(world)  # array/`artifacts` index.json, an optional column left out, no statistics
+    _sync(settings, world, root)
+    anyio.run(pack_engine_root, settings, PackRequest(engine_run_root=root, scenario_id=SCENARIO))
+    report = anyio.run(
+        check_engine_root, settings, CheckRequest(engine_run_root=root, scenario_id=SCENARIO, strict=True)
+    )
+    assert report.status == "OK", report.issues
+    assert len(report.gates_checked) == 2 and report.files_checked >= 6
 
 
 def _cli(substrate: Any, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

@@ -27,8 +27,9 @@ from fraudrt.rtdl.context_store_flow_binding.reader import _RESOLVE_SQL
 from fraudrt.rtdl.decision_fabric._store import _KNOWN
 from fraudrt.rtdl.identity_entity_graph.reader import _FEATURES_SQL
 from fraudrt.rtdl.online_feature_plane.reader import _READ
-from fraudrt.runtime import apply_migrations, pack_columns
-from tests.support.decision_lane import LANE_SQL
+from fraudrt.runtime import pack_columns
+from fraudrt.runtime.packs import apply_migrations
+from tests.support.df_lane import LANE_SQL
 from tests.support.harness import MIGRATION_PACKAGES, scratch_database
 
 pytestmark = pytest.mark.integration

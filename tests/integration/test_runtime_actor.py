@@ -13,9 +13,10 @@ from fraudrt.config import project_root
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))  # tests.support: imported here and by pack processes
 
-from fraudrt.runtime import KinesisBus, load_checkpoints
 from fraudrt.runtime._checkpoint import save_checkpoints
 from fraudrt.runtime._runner import UNREADABLE_REASON
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import load_checkpoints
 from tests.support.actors import Recorder
 from tests.support.harness import (
     LocalActor,

@@ -20,9 +20,10 @@ from fraudrt.config import project_root
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
-from fraudrt.runtime import Batch, KinesisBus
+from fraudrt.runtime import Batch
 from fraudrt.runtime._checkpoint import save_checkpoints
 from fraudrt.runtime._runner import ActorRunner
+from fraudrt.runtime.bus import KinesisBus
 from tests.support.actors import Deadliner, Recorder
 from tests.support.harness import (
     LocalActor,

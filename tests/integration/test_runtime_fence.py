@@ -15,8 +15,8 @@ from fraudrt.config import project_root
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
-from fraudrt.runtime import KinesisBus
 from fraudrt.runtime._fence import Notifications, ProgressFence
+from fraudrt.runtime.bus import KinesisBus
 from tests.support.actors import Recorder
 from tests.support.harness import LocalActor, create_streams, make_scope, open_pool, put, record
 

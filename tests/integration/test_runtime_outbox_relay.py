@@ -15,8 +15,8 @@ from fraudrt.config import project_root
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
-from fraudrt.runtime import KinesisBus
 from fraudrt.runtime._outbox import OutboxRelay
+from fraudrt.runtime.bus import KinesisBus
 from tests.support.harness import create_streams, make_scope, open_pool, read_all
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from fraudrt.config import Settings, project_root
 if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))  # tests.support
 
-from fraudrt.runtime import apply_migrations
 from fraudrt.runtime._outbox_retention import OutboxPruner
+from fraudrt.runtime.packs import apply_migrations
 from tests.support.harness import scratch_database
 
 

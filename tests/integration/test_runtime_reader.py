@@ -20,7 +20,7 @@ if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))  # tests.support: imported here and by pack processes
 
 from fraudrt.contracts import metrics_path
-from fraudrt.runtime import operate_dir, pack_down, pack_up
+from fraudrt.runtime.packs import operate_dir, pack_down, pack_up
 from tests.support.actors import Recorder
 from tests.support.harness import (
     TEST_PACKS_DIR,

@@ -35,7 +35,7 @@ from fraudrt.control_ingress.scenario_runner import (
 from fraudrt.control_ingress.world_stream_producer import arrow_s3
 from fraudrt.engine import GenerateRequest, generate_world
 from fraudrt.oracle import PackRequest, StreamSortRequest, SyncRequest, pack_engine_root, stream_sort, sync_engine_root
-from fraudrt.runtime import KinesisBus
+from fraudrt.runtime.bus import KinesisBus
 from fraudrt.substrate import s3_client
 from tests.support.harness import create_streams, make_scope, read_all
 
@@ -242,3 +242,40 @@ async def test_unpublishable_ready_fails_at_once_and_reuse_publishes_it_later(
     again = await sr_ready(scope.settings, ready_request(scope.run_id, world, key, reuse=True))
     assert again.reused
     assert [m.message_id for m in await control_messages(scope.settings)] == [again.message_id]
+    # Nothing was on the bus before: this first publication is a READY, not a re-emit.
+    assert again.kind == "READY"
+    assert [m.attributes.kind for m in await control_messages(scope.settings)] == ["READY"]
+
+
+class _Crash(BaseException):
+    """The process dying: nothing after the raise runs, no handler turns it into an error code."""
+
+
+async def test_first_publication_after_a_crash_between_ledger_and_publish_is_ready_not_reemit(
+        substrate: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fraudrt.control_ingress.scenario_runner import _runner
+
+    scope = make_scope(substrate, tmp_path / "runs")
+    await create_streams(scope.settings, ["control"])
+    world = await oracle_world(scope.settings, tmp_path / "w")
+    key = f"parity_{uuid.uuid4().hex[:8]}"
+
+    async def crash(*_args: Any) -> tuple[str, str]:
+        raise _Crash("killed after the ledger was written, before READY was published")
+
+    monkeypatch.setattr(_runner, "_publish", crash)
+    with pytest.raises(_Crash):
+        await sr_ready(scope.settings, ready_request(scope.run_id, world, key))
+    monkeypatch.undo()
+    srid = scenario_run_id(key)
+    assert (await get_json(scope.settings, f"{scope.run_id}/sr/ready_signal/{srid}.json"))["scenario_run_id"] == srid
+    assert await control_messages(scope.settings) == []
+
+    first = await sr_ready(scope.settings, ready_request(scope.run_id, world, key, reuse=True))
+    assert first.reused and first.kind == "READY"
+    again = await sr_ready(scope.settings, ready_request(scope.run_id, world, key, reuse=True))
+    assert again.kind == "READY_REEMIT" and again.message_id == first.message_id
+    messages = await control_messages(scope.settings)
+    assert [(m.message_id, m.attributes.kind) for m in messages] == [(first.message_id, "READY"),
+                                                                     (first.message_id, "READY_REEMIT")]
+    assert messages[0].payload == messages[1].payload

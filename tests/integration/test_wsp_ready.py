@@ -25,7 +25,7 @@ from fraudrt.control_ingress.world_stream_producer import (
     WorldStreamProducer,
     ready_consumer_once,
 )
-from fraudrt.runtime import KinesisBus
+from fraudrt.runtime.bus import KinesisBus
 from tests.integration import test_wsp_stream as _stream
 from tests.integration.test_sr_ready import oracle_world, ready_request
 from tests.integration.test_wsp_stream import FakeIg

@@ -17,6 +17,7 @@ import aiohttp
 import aiohttp.web as web
 import anyio
 import asyncpg
+import msgspec
 import pytest
 
 from fraudrt.config import Settings, project_root
@@ -25,8 +26,16 @@ if str(project_root()) not in sys.path:
     sys.path.insert(0, str(project_root()))
 
 from fraudrt.control_ingress.ingestion_gate import IngestionGate, ig_api_key
-from fraudrt.control_ingress.world_stream_producer import RetryPolicy, StreamRequest, WspStats, stream_ready_run
-from fraudrt.runtime import ComponentContext, KinesisBus, apply_migrations
+from fraudrt.control_ingress.world_stream_producer import (
+    IgRetryExhausted,
+    RetryPolicy,
+    StreamRequest,
+    WspStats,
+    stream_ready_run,
+)
+from fraudrt.runtime import ComponentContext, classify
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations
 from fraudrt.substrate import bootstrap
 from tests.integration import test_wsp_stream as _stream
 from tests.integration.test_sr_ready import FRAUD_OUTPUTS, control_messages, oracle_world, ready_request
@@ -109,16 +118,16 @@ async def test_503_twice_then_real_ig_admits_once_and_repush_is_duplicate(substr
     async with real_ig(scope.settings, scope.run_id) as ig_url, failing_proxy(ig_url, 2, "1") as (proxy, seen):
         request = StreamRequest(message_id=msg.message_id, platform_run_id=scope.run_id, ready=msg.payload,
                                 ig_url=proxy, api_key=ig_api_key(scope.settings), max_events_per_output=5,
-                                push_batch_size=8, push_concurrency=2,
+                                push_batch_size=8,
                                 retry=RetryPolicy(base_delay=0.05, max_delay=0.2))
         stats = WspStats()
         result = await stream_ready_run(scope.settings, pool, request, stats, anyio.Event())
         assert result.status == "STREAMED", result.reason
         assert result.emitted == dict.fromkeys(FRAUD_OUTPUTS, 5)
         assert stats.push.retries == 2 and stats.push.retry_statuses == {"503": 2}
-        # Two batches in flight each got one 503; no retry went out before Retry-After (our own backoff
-        # is 0.05-0.2 s here).
-        assert min(seen[2:]) - max(seen[:2]) >= 0.95
+        # One batch per output (its lane); the first two to arrive got the 503, and no retry went out
+        # before Retry-After (our own backoff is 0.05-0.2 s here).
+        assert len(seen) == 4 + 2 and min(seen[4:]) - max(seen[:2]) >= 0.95, seen
         assert stats.push.admitted == 20 and stats.push.duplicates == 0
         assert await bus_events(scope.settings) == dict.fromkeys(FRAUD_OUTPUTS, 5)
 
@@ -131,7 +140,10 @@ async def test_503_twice_then_real_ig_admits_once_and_repush_is_duplicate(substr
         assert await bus_events(scope.settings) == dict.fromkeys(FRAUD_OUTPUTS, 5)
 
 
-async def test_wrong_api_key_is_a_permanent_401(substrate: Any, tmp_path: Path, pool: Any) -> None:
+async def test_a_refused_api_key_is_retried_never_fails_the_ready_and_streams_once_fixed(
+        substrate: Any, tmp_path: Path, pool: Any) -> None:
+    """A 401 names the configuration, not the batch: an operator fixes the key and the READY must
+    still stream in this platform run, so WSP retries it like an outage instead of failing the READY."""
     scope = make_scope(substrate, tmp_path / "runs")
     await bootstrap(scope.settings)
     world = await oracle_world(scope.settings, tmp_path / "w", n_flows=3)
@@ -139,11 +151,25 @@ async def test_wrong_api_key_is_a_permanent_401(substrate: Any, tmp_path: Path, 
     (msg,) = await control_messages(scope.settings)
     async with real_ig(scope.settings, scope.run_id) as ig_url:
         request = StreamRequest(message_id=msg.message_id, platform_run_id=scope.run_id, ready=msg.payload,
-                                ig_url=ig_url, api_key="not-a-key")
+                                ig_url=ig_url, api_key="not-a-key",
+                                retry=RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.1))
         stats = WspStats()
-        result = await stream_ready_run(scope.settings, pool, request, stats, anyio.Event())
-    assert result.status == "FAILED" and result.reason is not None and "401" in result.reason
-    assert stats.push.retries == 0 and sum(result.emitted.values()) == 0
+        with pytest.raises(Exception) as raised:  # which one is asserted below
+            await stream_ready_run(scope.settings, pool, request, stats, anyio.Event())
+        assert {type(e) for e in leaves(raised.value)} == {IgRetryExhausted}, repr(raised.value)
+        assert classify(raised.value).transient  # the supervisor restarts the stream; nothing FAILED
+        assert set(stats.push.retry_statuses) == {"401"} and stats.push.admitted == 0
+
+        fixed = msgspec.structs.replace(request, api_key=ig_api_key(scope.settings))
+        result = await stream_ready_run(scope.settings, pool, fixed, WspStats(), anyio.Event())
+    assert result.status == "STREAMED", result.reason
+    assert await bus_events(scope.settings) == {oid: len(rows) for oid, rows in world.rows.items()}
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for member in exc.exceptions for leaf in leaves(member)]
+    return [exc]
 
 
 async def sr_ready_once(settings: Settings, run_id: str, world: Any) -> None:

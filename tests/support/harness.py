@@ -9,7 +9,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,10 +20,12 @@ import anyio
 import asyncpg
 
 from fraudrt.config import Settings, project_root
-from fraudrt.runtime import Actor, ComponentContext, KinesisBus, PutEntry, apply_migrations, seq_key
+from fraudrt.runtime import Actor, ComponentContext
 from fraudrt.runtime._reader import Delivery, ShardReader, lowest_checkpoint
 from fraudrt.runtime._runner import ActorRunner
 from fraudrt.runtime._supervisor import Supervision, supervise
+from fraudrt.runtime.bus import KinesisBus, PutEntry, seq_key
+from fraudrt.runtime.packs import apply_migrations
 from fraudrt.substrate import ensure_stream, kinesis_client, wait_active
 
 ROOT = project_root()
@@ -139,7 +141,7 @@ async def wait_for(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool],
 async def wait_for_exit(pack_id: str, settings: Settings, *, what: str, timeout: float = 30.0) -> None:
     """Wait until the process recorded for `pack_id` has exited (a test-only crash point fired)."""
     from fraudrt._daemon import is_alive
-    from fraudrt.runtime import load_pack_state
+    from fraudrt.runtime.packs import load_pack_state
 
     state = load_pack_state(settings, pack_id)
     assert state is not None, f"no pack state for {pack_id}"
@@ -191,6 +193,23 @@ async def checkpoints(pool: Any, actor: str, run_id: str) -> dict[tuple[str, str
     rows = await pool.fetch("SELECT stream, shard_id, sequence_number FROM rt_checkpoints "
                             "WHERE actor = $1 AND platform_run_id = $2", actor, run_id)
     return {(r["stream"], r["shard_id"]): r["sequence_number"] for r in rows}
+
+
+def covers(cps: dict[tuple[str, str], str], acks: Iterable[Ack]) -> bool:
+    """True if the checkpoints `cps` are at or past every acknowledged record in `acks`."""
+    last: dict[tuple[str, str], str] = {}
+    for a in acks:
+        key = (a.stream, a.shard_id)
+        if key not in last or seq_key(a.sequence_number) > seq_key(last[key]):
+            last[key] = a.sequence_number
+    return all(k in cps and seq_key(cps[k]) >= seq_key(s) for k, s in last.items())
+
+
+async def wait_checkpoints(pool: Any, actor: str, run_id: str, acks: Iterable[Ack], *, timeout: float = 90.0) -> None:
+    """Until `actor`'s checkpoints for the run cover the last of `acks` on each shard (handled or dead-lettered)."""
+    acks = list(acks)
+    await wait_for(lambda: checkpoints(pool, actor, run_id), lambda cps: covers(cps, acks), timeout=timeout,
+                   what=f"{actor}'s checkpoints at the last record put")
 
 
 # --------------------------------------------------------------------------- in-process actor
@@ -342,7 +361,7 @@ def make_scope(substrate: Any, runs_root: Path, *, test_packs: bool = False) -> 
 def kill_pack(settings: Settings, pack_id: str) -> None:
     """SIGKILL a pack process recorded in `settings`' operate dir, if it still runs (test teardown)."""
     from fraudrt._daemon import kill
-    from fraudrt.runtime import load_pack_state
+    from fraudrt.runtime.packs import load_pack_state
 
     state = load_pack_state(settings, pack_id)
     if state is not None:
@@ -353,26 +372,55 @@ def kill_pack(settings: Settings, pack_id: str) -> None:
 
 
 def stop_service(settings: Settings, name: str) -> None:
-    """Stop one server of the (session) embedded substrate the way an outage would: it is gone."""
-    from fraudrt._daemon import stop
+    """Stop one server of the (session) embedded substrate the way an outage would: it is gone, and
+    so are its ports (a SIGKILL returns before the process has let go of them)."""
+    from fraudrt._daemon import is_alive, port_in_use, stop
     from fraudrt.substrate._launcher import load_state
 
     svc = load_state(settings).services[name]
     assert stop(svc.process, sig=svc.stop_signal, timeout=svc.stop_timeout) in ("stopped", "killed")
+    deadline = time.monotonic() + 30
+    while is_alive(svc.process) or any(port_in_use(p) for p in svc.ports.values()):
+        assert time.monotonic() < deadline, f"{name} still holds its ports 30 s after it was stopped"
+        time.sleep(0.1)
 
 
 async def start_services(settings: Settings) -> None:
-    """Start again whatever server of the substrate is down, on its old ports and data."""
+    """Start again whatever server of the substrate is down, on its old ports and data, and return
+    once each serves requests (SeaweedFS answers its port before it serves reads: 500 InternalError)."""
     from fraudrt.substrate import up
 
     await up(settings, fast_pg=True)
+    await wait_for(lambda: _s3_serves(settings), bool, timeout=60, interval=0.2, what="s3 serving reads")
+
+
+async def _s3_serves(settings: Settings) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fraudrt.substrate import s3_client
+
+    key = "_harness/restart-probe"
+    try:
+        async with s3_client(settings.s3) as s3:
+            await s3.put_object(Bucket=settings.buckets.platform, Key=key, Body=b"ok")
+            resp = await s3.get_object(Bucket=settings.buckets.platform, Key=key)
+            async with resp["Body"] as body:
+                return bool(await body.read() == b"ok")
+    except (BotoCoreError, ClientError):
+        return False
 
 
 @asynccontextmanager
-async def outage(settings: Settings, name: str) -> Any:
-    """`name` ("s3", "kinesis", "postgres") is down inside the block, and up again after it, whatever happens."""
-    stop_service(settings, name)
-    try:
-        yield
-    finally:
+async def outage(settings: Settings, name: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """`name` ("s3", "kinesis", "postgres") is down inside the block, and up again after it, whatever
+    happens. Yields `restart`, to bring it back before the block ends (a test that checks recovery)."""
+    await anyio.to_thread.run_sync(lambda: stop_service(settings, name))
+
+    async def restart() -> None:
         await start_services(settings)
+
+    try:
+        yield restart
+    finally:
+        with anyio.CancelScope(shield=True):
+            await start_services(settings)

@@ -23,7 +23,9 @@ import asyncpg
 
 from fraudrt.config import Settings
 from fraudrt.control_ingress.ingestion_gate import IngestionGate, ig_api_key
-from fraudrt.runtime import ComponentContext, KinesisBus, apply_migrations
+from fraudrt.runtime import ComponentContext
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations
 from fraudrt.substrate import s3_client
 
 IG_SQL = "fraudrt.control_ingress.ingestion_gate"

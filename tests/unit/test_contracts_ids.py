@@ -532,3 +532,16 @@ def test_feature_snapshot_digest_is_order_free_and_value_exact() -> None:
     a = df_feature_snapshot_digest({"velocity.x": 1.0, "graph.y": 2})
     assert a == df_feature_snapshot_digest({"graph.y": 2.0, "velocity.x": 1})
     assert a != df_feature_snapshot_digest({"velocity.x": 1.0000001, "graph.y": 2})
+
+
+def test_config_digest_ignores_credentials_and_sees_configuration() -> None:
+    from fraudrt.contracts import config_digest
+
+    base = {"s3": {"endpoint_url": "http://127.0.0.1:9000", "access_key_id": "AK", "secret_access_key": "S1"},
+            "postgres": {"dsn": "postgresql://u:pw1@127.0.0.1:5432/db"}, "streams": {"prefix": ""}}
+    rotated = {"s3": {"endpoint_url": "http://127.0.0.1:9000", "access_key_id": "AK2", "secret_access_key": "S2"},
+               "postgres": {"dsn": "postgresql://u:other@127.0.0.1:5432/db"}, "streams": {"prefix": ""}}
+    moved = {**base, "streams": {"prefix": "x-"}}
+    assert config_digest(base) == config_digest(rotated)
+    assert config_digest(base) != config_digest(moved)
+    assert len(config_digest(base)) == 64

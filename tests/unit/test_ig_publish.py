@@ -10,7 +10,8 @@ import pytest
 
 from fraudrt.control_ingress.ingestion_gate._errors import DependencyDown
 from fraudrt.control_ingress.ingestion_gate._publish import Publisher, PublishItem
-from fraudrt.runtime import PutEntry, PutResult, StreamNotFoundError
+from fraudrt.runtime import StreamNotFoundError
+from fraudrt.runtime.bus import PutEntry, PutResult
 
 
 class FakeBus:

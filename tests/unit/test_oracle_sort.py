@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -48,15 +49,26 @@ def test_ties_on_ts_break_by_filename_then_row_number(tmp_path: Path) -> None:
     assert len(parts) == 1 and parts[0].first_ts == t0 and parts[0].last_ts == t1
 
 
-def test_ts_is_compared_as_a_timestamp_not_as_text(tmp_path: Path) -> None:
-    # Text order would put "...00.5Z" after "...00.123456Z"; the instant order is the reverse.
-    a = _write(
-        tmp_path / "a.parquet", [("2026-01-01T00:00:00.5Z", 1, "late"), ("2026-01-01T00:00:00.123456Z", 2, "early")]
-    )
-    out, _ = _run(tmp_path, [a])
-    assert out["tag"].to_list() == ["early", "late"]
-    # Pure reorder: the original strings are kept byte for byte.
-    assert out["ts_utc"].to_list() == ["2026-01-01T00:00:00.123456Z", "2026-01-01T00:00:00.5Z"]
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "2026-01-01T01:00:00.123456+01:00",  # an offset: the right instant, the wrong text order
+        "2026-01-01T00:00:00.5Z",  # 1..5 fractional digits
+        "2026-01-01T00:00:00.12345Z",
+        "2026-01-01T00:00:00Z",
+        "2026-01-01T00:00:00.123456",  # no Z
+        "2026-01-01 00:00:00.123456Z",  # a space for the T
+    ],
+)
+def test_a_non_canonical_ts_is_refused_naming_file_and_row(tmp_path: Path, bad: str) -> None:
+    # WSP merges views by comparing these strings; a value in another form would be ordered by instant
+    # here and by text there, so the sort refuses it and says where it is.
+    good = [("2026-01-01T00:00:00.000001Z", 1, "a"), ("2026-01-01T00:00:00.000002Z", 2, "b")]
+    src = _write(tmp_path / "a.parquet", [*good, (bad, 3, "c"), *good])
+    with pytest.raises(OracleError) as err:
+        _run(tmp_path, [src])
+    assert err.value.code == "TS_NOT_CANONICAL"
+    assert src.name in err.value.message and "row 2 " in err.value.message and repr(bad) in err.value.message
 
 
 def _random_world(tmp_path: Path, n_files: int, rows_per_file: int) -> list[SourceFile]:
@@ -132,10 +144,13 @@ def test_skewed_range_is_split_again(tmp_path: Path) -> None:
 
 
 def test_unparseable_and_null_ts_fail_with_a_reason(tmp_path: Path) -> None:
-    bad = _write(tmp_path / "a.parquet", [("yesterday", 1, "x")])
+    bad = _write(tmp_path / "a.parquet", [("2026-13-45T99:00:00.000000Z", 1, "x")])  # the shape, not a date
     with pytest.raises(OracleError) as err:
         _run(tmp_path, [bad])
     assert err.value.code == "TS_UNPARSEABLE"
+    with pytest.raises(OracleError) as err:
+        _run(tmp_path, [_write(tmp_path / "b.parquet", [("yesterday", 1, "x")])])
+    assert err.value.code == "TS_NOT_CANONICAL"
     df = pl.DataFrame(
         {"ts_utc": [None], "v": [1], "tag": ["x"]}, schema={"ts_utc": pl.String, "v": pl.Int64, "tag": pl.String}
     )
@@ -163,3 +178,63 @@ def test_checksum_detects_a_changed_row(tmp_path: Path) -> None:
     c3.add(df.with_columns(pl.when(pl.col("a") == 2).then(pl.lit("Y")).otherwise("b").alias("b")))
     assert c1.as_dict() == c2.as_dict()
     assert c1.as_dict() != c3.as_dict()
+
+
+def test_a_failing_consumer_never_leaves_the_read_ahead_thread_blocked() -> None:
+    """The reader has produced its last frame and waits to hand over the end marker on a full queue
+    when the consumer fails (a spill write on a full disk): closing the generator must not hang."""
+    import threading
+
+    from fraudrt.oracle._sort import _PREFETCH_DEPTH, _prefetch
+
+    exhausted = threading.Event()
+
+    def frames() -> Iterator[pl.DataFrame]:
+        for i in range(_PREFETCH_DEPTH + 1):  # one in the consumer's hands, `depth` queued
+            yield pl.DataFrame({"i": [i]})
+        exhausted.set()  # next: the end marker, into a full queue
+
+    def consume() -> None:
+        gen = _prefetch(frames())
+        next(gen)
+        assert exhausted.wait(10), "the reader never reached the end of its input"
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            gen.close()  # what unwinding the consumer's frame does to the generator
+
+    worker = threading.Thread(target=consume, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "closing the read-ahead generator hung on its reader thread"
+    assert not any(t.name == "source-reader" for t in threading.enumerate())
+
+
+def test_a_skewed_range_splits_even_when_its_rows_share_a_position_remainder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even rows carry spread-out early times, odd rows all carry one later time. A sample that keeps
+    every k-th row by global position (k even) sees only even rows: the top-level cuts all fall in
+    the early part, the last range gets every odd row, and re-splitting that range by the same
+    global-position rule again sees only its few even rows. Sampling by position within the range
+    sees what the range holds, so the hot range is cut into pieces the budget can sort."""
+    from fraudrt.oracle import _sort
+
+    monkeypatch.setattr(_sort, "_SAMPLE_TARGET", 100)  # a stride of 200 rows over 20 000, as 400 k does over 80 M
+    n = 20_000
+    idx = pl.int_range(0, n, eager=True)
+    us = pl.when(idx % 2 == 0).then(1_700_000_000_000_000 + idx).otherwise(1_700_000_100_000_000)
+    df = pl.DataFrame({"us": idx}).select(
+        ts_utc=pl.from_epoch(us, time_unit="us").dt.strftime("%Y-%m-%dT%H:%M:%S.%6fZ"),
+        v=idx,
+        tag=pl.lit("t"),
+    )
+    path = tmp_path / "skew.parquet"
+    df.write_parquet(path, row_group_size=2_000)
+    parts: list[PartWritten] = []
+    cfg = SortConfig(work_dir=str(tmp_path / "w"), memory_budget_bytes=120_000, rows_per_part=5_000)
+    stats = sort_sources([SourceFile(path=str(path), name="s3://b/skew.parquet")], tmp_path / "out", cfg, parts.append)
+    out = _read_parts(parts)
+    assert out.height == n and out["v"].to_list() == [*range(0, n, 2), *range(1, n, 2)]
+    # The budget holds ~1 000 rows per unit here; no unit may hold the 10 000 hot rows.
+    assert stats.max_unit_rows <= 1_500, stats

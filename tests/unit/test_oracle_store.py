@@ -192,3 +192,95 @@ def test_receipt_with_missing_parts_is_corrupt_not_skipped(world: Path, settings
 def test_tiny_memory_budget_takes_the_external_path(world: Path, settings) -> None:  # type: ignore[no-untyped-def]
     [small] = _sort(world, settings, memory_mb=64, force_external=True)
     assert small.strategy == "external" and small.rows == 4_000
+
+
+class _StubS3:
+    """put_object answers a scripted sequence of S3 errors (by code and HTTP status), then succeeds."""
+
+    def __init__(self, *answers: tuple[str, int]) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def put_object(self, **kwargs: object) -> dict[str, object]:
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        if self.answers:
+            code, status = self.answers.pop(0)
+            raise ClientError(
+                {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                "PutObject",
+            )
+        return {}
+
+
+def _put(client: _StubS3, *, if_none_match: bool = True) -> bool:
+    from fraudrt.oracle._store import S3Store
+
+    async def go() -> bool:
+        return await S3Store(client, "oracle-store").put_bytes("r/_SEALED.json", b"{}", if_none_match=if_none_match)
+
+    return anyio.run(go)
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fraudrt.oracle import _store
+
+    monkeypatch.setattr(_store, "PUT_BACKOFF_S", 0.0, raising=False)
+
+
+def test_a_409_conditional_conflict_is_retried_not_taken_for_an_existing_object(no_backoff: None) -> None:
+    # S3 answers 409 ConditionalRequestConflict while a conflicting write of the key is in progress:
+    # nothing exists yet, the put must be tried again.
+    client = _StubS3(("ConditionalRequestConflict", 409), ("ConditionalRequestConflict", 409))
+    assert _put(client) is True and client.calls == 3
+
+
+def test_only_a_412_means_the_object_exists(no_backoff: None) -> None:
+    client = _StubS3(("PreconditionFailed", 412))
+    assert _put(client) is False and client.calls == 1
+    # Without If-None-Match a 412 is no answer to anything we asked: it is raised.
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError):
+        _put(_StubS3(("PreconditionFailed", 412)), if_none_match=False)
+
+
+def test_conflict_retries_are_bounded_and_end_in_a_named_error(no_backoff: None) -> None:
+    from fraudrt.oracle._store import PUT_ATTEMPTS
+
+    client = _StubS3(*[("ConditionalRequestConflict", 409)] * 50)
+    with pytest.raises(OracleError) as err:
+        _put(client)
+    assert err.value.code == "STORE_WRITE_FAILED" and "ConditionalRequestConflict" in err.value.message
+    assert client.calls == PUT_ATTEMPTS
+
+
+def test_a_permanent_put_error_is_not_retried(no_backoff: None) -> None:
+    from botocore.exceptions import ClientError
+
+    client = _StubS3(("InvalidArgument", 400))
+    with pytest.raises(ClientError):
+        _put(client)
+    assert client.calls == 1
+
+
+def test_a_non_canonical_ts_fails_the_stream_sort_naming_output_file_and_row(world: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    src = sorted(world.glob("data/layer3/6B/s3_event_stream_with_fraud_6B/**/part-*.parquet"))[1]
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(src)
+    shifted = pl.read_parquet(src).with_columns(
+        pl.when(pl.int_range(pl.len()) == 7)
+        .then(pl.col("ts_utc").str.replace("Z$", "+00:00"))
+        .otherwise("ts_utc")
+        .alias("ts_utc")
+    )
+    pq.write_table(shifted.to_arrow().cast(schema), src)  # the same schema as its siblings
+    with pytest.raises(OracleError) as err:
+        _sort(world, settings)
+    assert err.value.code == "TS_NOT_CANONICAL"
+    message = err.value.message
+    assert message.startswith(f"{OUT}: ") and src.name in message and "row 7 " in message and "+00:00" in message
+    assert not (_view(world, OUT) / "_stream_sort_receipt.json").exists()

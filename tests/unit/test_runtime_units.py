@@ -15,25 +15,15 @@ import anyio
 import pytest
 
 from fraudrt.config import Settings
-from fraudrt.runtime import (
-    Actor,
-    Batch,
-    BusRecord,
-    ComponentContext,
-    PackError,
-    RunError,
-    active_run_id,
-    new_run,
-    resolve_manifest,
-    seq_key,
-    shard_number,
-)
+from fraudrt.runtime import Actor, Batch, ComponentContext
 from fraudrt.runtime._checkpoint import is_after
 from fraudrt.runtime._manifest import check_components, load_manifest_file, packs_dir
 from fraudrt.runtime._pack_process import worst
 from fraudrt.runtime._reader import Delivery, lowest_checkpoint, to_inbound
 from fraudrt.runtime._runner import UNREADABLE_REASON, ActorRunner, _positions
 from fraudrt.runtime._supervisor import Supervision, supervise
+from fraudrt.runtime.bus import BusRecord, seq_key, shard_number
+from fraudrt.runtime.packs import PackError, RunError, active_run_id, new_run, resolve_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -387,7 +377,7 @@ def test_manifest_errors_name_the_file(tmp_path: Path) -> None:
         load_manifest_file(bad)
     assert str(bad) in str(err.value) and "runetime" in str(err.value)
     not_component = _manifest(tmp_path, "nc", "pack_id: n\nshort_name: n\ncomponents:\n"
-                              "  - {name: f, entry: 'fraudrt.runtime:seq_key'}\n")
+                              "  - {name: f, entry: 'fraudrt.runtime:classify'}\n")
     with pytest.raises(PackError, match="is not an Actor or Service"):
         check_components(load_manifest_file(not_component))
 

@@ -6,7 +6,7 @@ admission in Postgres -> PutRecords -> receipt with the real eb_ref. Policies: `
 
 from ._admission import REASON_CODES, Admissible, Rejected, evaluate, quarantine_ids
 from ._auth import HEADER as API_KEY_HEADER
-from ._auth import ApiKeyError, KeyRing, api_keys_path, ig_api_key, key_fingerprint, load_api_keys
+from ._auth import ApiKeyError, KeyRing, api_keys_path, ig_api_key, key_fingerprint, load_api_keys, load_keys
 from ._errors import DependencyDown, StillInFlight
 from ._evidence import ObjectWriter, batch_key, quarantine_key, receipt_key
 from ._gate import CRASH_HOOK_ENV, Gate, GateConfig, GateCounters, Outcome
@@ -63,6 +63,7 @@ __all__ = [
     "ig_api_key",
     "key_fingerprint",
     "load_api_keys",
+    "load_keys",
     "load_policy",
     "openapi_document",
     "quarantine_ids",

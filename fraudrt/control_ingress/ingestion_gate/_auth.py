@@ -40,30 +40,36 @@ def _read_keys(path: Path) -> list[str]:
     return [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
 
 
-def _create_keys_file(path: Path) -> None:
+def _create_keys_file(path: Path, service: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # O_EXCL: two processes starting at once must not each write (and trust) a different key.
     with contextlib.suppress(FileExistsError):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write("# IG API keys, one per line (X-IG-Api-Key). Created by fraudrt.\n")
+            fh.write(f"# {service} API keys, one per line. Created by fraudrt.\n")
             fh.write(secrets.token_urlsafe(32) + "\n")
 
 
-def load_api_keys(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
-    """The configured keys: `IG_API_KEYS` if set, else the keys file (created if absent)."""
+def load_keys(path: Path, env_var: str, env: Mapping[str, str] | None = None, *, service: str = "IG") -> list[str]:
+    """Keys from `env_var` (comma separated) if set, else from the 0600 file at `path` (created with
+    one random key if absent). Any HTTP service of the platform authenticates this way (IG, the case
+    management API), each with its own file and variable."""
     environ = os.environ if env is None else env
-    from_env = environ.get(KEYS_ENV)
+    from_env = environ.get(env_var)
     if from_env:
         keys = [k.strip() for k in from_env.split(",") if k.strip()]
     else:
-        path = api_keys_path(settings)
         if not path.exists():
-            _create_keys_file(path)
+            _create_keys_file(path, service)
         keys = _read_keys(path)
     if not keys:
-        raise ApiKeyError(f"no IG API key configured ({KEYS_ENV} empty and {api_keys_path(settings)} has none)")
+        raise ApiKeyError(f"no {service} API key configured ({env_var} empty and {path} has none)")
     return keys
+
+
+def load_api_keys(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
+    """The configured IG keys: `IG_API_KEYS` if set, else the keys file (created if absent)."""
+    return load_keys(api_keys_path(settings), KEYS_ENV, env)
 
 
 def ig_api_key(settings: Settings) -> str:

@@ -1,31 +1,28 @@
-"""Publish admitted envelopes with batched PutRecords through the runtime's `KinesisBus`.
+"""Publish admitted envelopes through the runtime's one PutRecords sender (`PutRecordsSender`).
 
-Per stream, records go out in order in chunks of 500; streams go out concurrently. Only the entries
-Kinesis reports failed are retried (with backoff), inside a time budget; a call whose outcome is
-unknown is retried whole, which can put a duplicate on the bus, never a gap (consumers dedupe).
-Whether a failed call is worth retrying is `fraudrt.runtime.classify`'s verdict; a call the bus
-refuses for good (a missing stream) is `DependencyDown("bus")` at once. No single record is
-refused for its size or key: admission quarantines those (`EVENT_TOO_LARGE`).
+Per stream, records go out in order (the sender cuts requests by count and bytes, retries only the
+entries Kinesis reports failed, and judges a failed call by `fraudrt.runtime.classify`); streams go
+out concurrently, and with `lanes` > 1 a stream's records are split by partition key into that many
+concurrent sends. A call whose outcome is unknown is retried whole, which can put a duplicate on the
+bus, never a gap (consumers dedupe). Whatever is still unsent when the budget is spent, or refused
+for good (a missing stream), is `DependencyDown("bus")`: the push is answered 503 and retried. No
+single record is refused for its size or key: admission quarantines those (`EVENT_TOO_LARGE`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
 
 from fraudrt.contracts import utc_now_ts
-from fraudrt.runtime import PutEntry, PutResult, classify, shard_number
+from fraudrt.runtime.bus import PutEntry, PutRecordsSender, PutResult, SenderStats, shard_number
 
 from ._errors import DependencyDown, dependency_down
 from ._records import EbRef
-
-MAX_PUT_RECORDS = 500  # the PutRecords limit (KinesisBus refuses more)
 
 
 def _lane(partition_key: str, lanes: int) -> int:
@@ -46,74 +43,44 @@ class PublishItem(msgspec.Struct, frozen=True):
     data: bytes
 
 
-@dataclass(slots=True)
-class PublishStats:
-    records_total: int = 0
-    calls_total: int = 0
-    retries_total: int = 0  # entries re-sent after a per-record failure or an unknown-outcome call
-    failed_calls_total: int = 0
-    consecutive_failures: int = 0
-
-
 class Publisher:
     def __init__(self, bus: BusLike, *, budget_seconds: float = 10.0, lanes: int = 1,
                  min_lane_records: int = 100) -> None:
-        self.bus = bus
         self.budget = budget_seconds
         self.lanes = lanes
         self.min_lane_records = min_lane_records
-        self.stats = PublishStats()
+        self.sender = PutRecordsSender(bus)
 
-    async def _put_chunk(self, stream: str, items: Sequence[PublishItem], deadline: float) -> list[EbRef]:
-        refs: list[EbRef | None] = [None] * len(items)
-        pending = list(range(len(items)))
-        attempt = 0
-        while pending:
-            try:
-                results = await self.bus.put_records(
-                    stream, [PutEntry(items[i].data, items[i].partition_key) for i in pending])
-                self.stats.calls_total += 1
-            except Exception as exc:
-                self.stats.failed_calls_total += 1
-                self.stats.consecutive_failures += 1
-                failure = classify(exc)
-                if not failure.transient:
-                    raise DependencyDown("bus", f"{stream}: {failure.code}: {exc}") from exc
-                results = []
-                failed = pending
-                last = f"{failure.code}: {exc}"
-            else:
-                self.stats.consecutive_failures = 0
-                failed = []
-                now = utc_now_ts()
-                last = ""
-                for i, res in zip(pending, results, strict=True):
-                    if res.ok:
-                        assert res.shard_id is not None and res.sequence_number is not None
-                        refs[i] = EbRef(topic=stream, partition=shard_number(res.shard_id),
-                                        offset=res.sequence_number, offset_kind="kinesis_sequence",
-                                        published_at_utc=now)
-                    else:
-                        failed.append(i)
-                        last = f"{res.error_code}: {res.error_message}"
-            if not failed:
-                break
-            self.stats.retries_total += len(failed)
-            attempt += 1
-            delay = min(2.0, 0.05 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
-            if time.monotonic() + delay > deadline:
-                raise DependencyDown("bus", f"{stream}: {len(failed)} record(s) unpublished after "
-                                            f"{attempt} attempt(s) ({last})")
-            await asyncio.sleep(delay)
-            pending = failed
-        self.stats.records_total += len(items)
-        return [r for r in refs if r is not None]
+    @property
+    def bus(self) -> BusLike:
+        bus: BusLike = self.sender.bus  # type: ignore[assignment]
+        return bus
+
+    @bus.setter
+    def bus(self, bus: BusLike) -> None:
+        self.sender.bus = bus
+
+    @property
+    def stats(self) -> SenderStats:
+        return self.sender.stats
 
     async def _put_lane(self, stream: str, items: list[PublishItem], deadline: float) -> list[EbRef]:
-        out: list[EbRef] = []
-        for start in range(0, len(items), MAX_PUT_RECORDS):
-            out.extend(await self._put_chunk(stream, items[start:start + MAX_PUT_RECORDS], deadline))
-        return out
+        outcomes = await self.sender.send(stream, [PutEntry(i.data, i.partition_key) for i in items],
+                                          deadline=deadline)
+        refs: list[EbRef] = []
+        now = utc_now_ts()
+        unsent = [o for o in outcomes if not o.ok]
+        if unsent:
+            first = unsent[0]
+            if any(o.rejected for o in unsent):
+                raise DependencyDown("bus", f"{stream}: refused: {first.error}")
+            raise DependencyDown("bus", f"{stream}: {len(unsent)} record(s) unpublished within the budget "
+                                        f"({first.error})")
+        for o in outcomes:
+            assert o.shard_id is not None and o.sequence_number is not None
+            refs.append(EbRef(topic=stream, partition=shard_number(o.shard_id), offset=o.sequence_number,
+                              offset_kind="kinesis_sequence", published_at_utc=now))
+        return refs
 
     async def _put_stream(self, stream: str, items: list[PublishItem], deadline: float) -> list[EbRef]:
         # Up to `lanes` PutRecords calls in flight per stream (`ig.publish_lanes`: 1 on the embedded

@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 import fraudrt
-from fraudrt.runtime import BusError, ComponentContext, KinesisBus, Service
+from fraudrt.runtime import BusError, ComponentContext, Service
+from fraudrt.runtime.bus import KinesisBus
 from fraudrt.substrate import s3_client
 
 from ._auth import KeyRing, load_api_keys
@@ -106,7 +107,8 @@ class IngestionGate(Service):
             "admit_total": c.admit_total, "duplicate_total": c.duplicate_total,
             "quarantine_total": c.quarantine_total, "healed_total": c.healed_total,
             "batches_total": c.batches_total, "in_flight_503_total": c.in_flight_503_total,
-            "publish_retries_total": self._publisher.stats.retries_total if self._publisher else 0,
+            "publish_retries_total": self._publisher.stats.retried_entries_total if self._publisher else 0,
+            "publish_order_inversions_total": self._publisher.stats.order_inversions_total if self._publisher else 0,
             "publish_calls_total": self._publisher.stats.calls_total if self._publisher else 0,
             "receipt_objects_total": self._writer.puts_total if self._writer else 0,
         }

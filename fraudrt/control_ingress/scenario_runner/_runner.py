@@ -30,7 +30,9 @@ from fraudrt.contracts import (
 )
 from fraudrt.engine import RunReceipt
 from fraudrt.oracle import STREAM_VIEW_DIR
-from fraudrt.runtime import BusError, KinesisBus, PutEntry, apply_migrations, component_dir
+from fraudrt.runtime import BusError
+from fraudrt.runtime.bus import KinesisBus, PutEntry
+from fraudrt.runtime.packs import apply_migrations, component_dir
 from fraudrt.substrate import s3_client
 
 from ._errors import ScenarioRunnerError
@@ -272,16 +274,22 @@ async def _ready(settings: Settings, request: ReadyRequest) -> ReadyResult:
                                              drift_code="READY_SIGNAL_DRIFT")
             # A re-emit carries the stored signal byte for byte (its first emitted_at_utc included).
             payload = msgspec.json.decode(stored, type=ReadyPayload)
-            await conn.execute(
+            published_before = await conn.fetchval(
                 "INSERT INTO sr_runs (platform_run_id, scenario_run_id, run_equivalence_key, state, message_id, "
                 "facts_view_ref, ready_ref) VALUES ($1,$2,$3,'READY_COMMITTED',$4,$5,$6) "
-                "ON CONFLICT (platform_run_id, scenario_run_id) DO NOTHING",
+                "ON CONFLICT (platform_run_id, scenario_run_id) DO UPDATE SET state = sr_runs.state "
+                "RETURNING publish_count",
                 prid, srid, request.run_equivalence_key, message_id, facts_key, ready_key)
             log.info("SR: READY committed scenario_run_id=%s platform_run_id=%s message_id=%s facts_view_ref=%s "
-                     "bundle_hash=%s outputs=%s", srid, prid, message_id, facts_key, bundle, ",".join(intended))
+                     "bundle_hash=%s outputs=%s created=%s", srid, prid, message_id, facts_key, bundle,
+                     ",".join(intended), created)
 
-            # First READY of this scenario run in this platform run, or a re-emit of the stored one.
-            kind = "READY" if created else "READY_REEMIT"
+            # READY_REEMIT only when Kinesis has acknowledged this READY before, not merely because the
+            # ledger already held it: an earlier attempt may have crashed (or failed to publish) after
+            # writing the ledger, and then this is the first READY anyone sees. A crash after Kinesis
+            # acknowledged but before the row was updated labels the re-send READY again; WSP keys
+            # READYs by message_id, so the label never makes it stream twice.
+            kind = "READY" if published_before == 0 else "READY_REEMIT"
             message = ControlMessage(message_id=message_id, published_at_utc=utc_now_ts(),
                                      attributes=ControlAttributes(kind=kind, run_id=srid),  # type: ignore[arg-type]
                                      partition_key=srid, payload=payload)

@@ -1,12 +1,14 @@
 """World Stream Producer: on READY, replay the sealed world's stream views to IG on one event-time clock.
 
 `WorldStreamProducer` is the control_ingress pack's actor (READY recorded in `handle`, streamed in
-`background`); `ready_consumer_once` is the same work as a one-shot command. Postgres tables:
-`wsp_ready_runs` (one row per READY message_id) and `wsp_checkpoints` (per platform run, scenario run
-and output: next part/row after the acknowledged prefix).
+`background`); `ready_consumer_once` is the same work as a one-shot command. `OrderedLanes` is
+the scheduler between the merged clock and IG: each output in order, outputs within a window.
+Postgres tables: `wsp_ready_runs` (one row per READY message_id) and `wsp_checkpoints` (per platform
+run, scenario run and output: next part/row after the acknowledged prefix).
 """
 
 from ._actor import WorldStreamProducer, ig_base_url, wsp_api_key
+from ._lanes import LaneBatch, LaneStats, OrderedLanes
 from ._merge import BatchSource, merge_by_event_time
 from ._once import ReadyConsumerOnceRequest, ReadyConsumerOnceResult, ready_consumer_once
 from ._progress import Position, PrefixTracker
@@ -23,6 +25,9 @@ __all__ = [
     "IgPusher",
     "IgRejected",
     "IgRetryExhausted",
+    "LaneBatch",
+    "LaneStats",
+    "OrderedLanes",
     "Position",
     "PrefixTracker",
     "PushAbandoned",

@@ -16,11 +16,10 @@ import msgspec
 
 from fraudrt.config import Settings
 from fraudrt.control_ingress.scenario_runner import decode_control_message
-from fraudrt.runtime import Actor, Batch, ComponentContext
+from fraudrt.runtime import Actor, Batch, ComponentContext, classify
 
-from ._push import IgRetryExhausted
 from ._store import SQL_PACKAGE, ReadyOutcome, mark_ready, open_ready_runs, record_ready, try_lock_ready, unlock_ready
-from ._stream import StreamFailed, StreamRequest, StreamResult, WspStats, stream_ready_run
+from ._stream import StreamRequest, StreamResult, WspStats, stream_ready_run
 
 log = logging.getLogger("fraudrt.world_stream_producer")
 
@@ -59,6 +58,8 @@ class WorldStreamProducer(Actor):
         self.last_error: str | None = None
         self.failed_message_id: str | None = None
         self.active_message_id: str | None = None
+        self.retrying: str | None = None  # the transient error the last stream attempt raised
+        self._writes_at_error = 0
         self._wake = anyio.Event()
 
     # ------------------------------------------------------------------ consuming READY
@@ -117,7 +118,7 @@ class WorldStreamProducer(Actor):
                              ig_url=ig_base_url(settings), api_key=wsp_api_key(settings),
                              max_events_per_output=cap, speedup=settings.wsp.speedup,
                              push_batch_size=settings.wsp.push_batch_size,
-                             push_concurrency=settings.wsp.push_concurrency)
+                             order_window_seconds=settings.wsp.order_window_seconds)
 
     async def stream_open_runs(self, ctx: ComponentContext) -> list[StreamResult]:
         """Stream every unfinished READY of this platform run, oldest first."""
@@ -145,15 +146,17 @@ class WorldStreamProducer(Actor):
             result = await stream_ready_run(ctx.settings, ctx.pool,
                                             self._request(ctx.settings, message_id, ctx.platform_run_id, ready),
                                             self.stats, ctx.stopping)
-        except* StreamFailed as failed:
-            result = StreamResult(status="FAILED", reason=str(failed.exceptions[0]), emitted={})
-        except* IgRetryExhausted as group:
-            # Transient: stays STREAMING, the supervisor restarts us and the stream resumes. It arrives
-            # wrapped in the push workers' exception group.
-            self.last_error = str(group.exceptions[0])
+        except Exception as exc:
+            # Not permanent (S3 or Postgres down, IG retries exhausted, a bug): the READY stays
+            # STREAMING, the supervisor restarts us with backoff and the stream resumes from its
+            # checkpoints. Health is AMBER until the stream moves again.
+            failure = classify(exc)
+            self.retrying = f"{failure.kind}: {failure.code}: {exc}"[:500]
+            self._writes_at_error = self.stats.checkpoint_writes
             raise
         finally:
             self.active_message_id = None
+        self.retrying = None
         with anyio.CancelScope(shield=True):
             if result.status == "STREAMED":
                 self.streams_completed += 1
@@ -174,6 +177,8 @@ class WorldStreamProducer(Actor):
         if self.stats.push.consecutive_failures:
             return "AMBER", [f"IG_PUSH_RETRYING: {self.stats.push.consecutive_failures} failed pushes in a row "
                              f"({self.stats.push.last_error})"]
+        if self.retrying is not None and self.stats.checkpoint_writes == self._writes_at_error:
+            return "AMBER", [f"STREAM_RETRYING: {self.retrying}"]
         return "GREEN", []
 
     def metrics(self) -> dict[str, Any]:
@@ -189,12 +194,15 @@ class WorldStreamProducer(Actor):
             "push_quarantined_total": push.quarantined, "parts_opened_total": self.stats.source.parts_opened,
             "rows_decoded_total": self.stats.source.rows_decoded,
             "checkpoint_writes_total": self.stats.checkpoint_writes,
+            "order_window_waits_total": self.stats.lanes.window_waits,
+            "order_window_wait_seconds_total": round(self.stats.lanes.window_wait_seconds, 3),
+            "early_sends_total": self.stats.lanes.early_sends,
         }
         for output_id, n in self.stats.emitted.items():
             out[f"emitted.{output_id}"] = n
         return out
 
     def health_details(self) -> dict[str, Any]:
-        return {"last_error": self.last_error or self.stats.push.last_error,
+        return {"last_error": self.last_error or self.retrying or self.stats.push.last_error,
                 "active_message_id": self.active_message_id, "emitted": dict(self.stats.emitted),
                 "push_retry_statuses": dict(self.stats.push.retry_statuses)}

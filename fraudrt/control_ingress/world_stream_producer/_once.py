@@ -17,7 +17,9 @@ import msgspec
 
 from fraudrt.config import Settings
 from fraudrt.control_ingress.scenario_runner import decode_control_message
-from fraudrt.runtime import ComponentContext, KinesisBus, apply_migrations, pack_run_dir
+from fraudrt.runtime import ComponentContext
+from fraudrt.runtime.bus import KinesisBus
+from fraudrt.runtime.packs import apply_migrations, pack_run_dir
 
 from ._actor import WorldStreamProducer
 from ._store import SQL_PACKAGE, record_ready

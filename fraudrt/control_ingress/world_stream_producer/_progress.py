@@ -1,7 +1,9 @@
 """Checkpoint over a contiguous prefix of acknowledged events, per output.
 
-Batches are pushed concurrently and acknowledged out of order; the checkpoint may only cover events
-whose predecessors are all acknowledged, or a crash would skip the gap. The position stored is the
+The checkpoint may only cover events whose predecessors are all acknowledged, or a crash would skip
+the gap. Each output's lane acknowledges its batches in order today (`_lanes.py`), so the prefix
+simply follows the acks; the tracker still accepts acks in any order, so the checkpoint stays
+correct whatever schedules the pushes. The position stored is the
 *next* row to read (part index, row index), so a restart opens that part and seeks to its row group
 instead of re-reading the view from the beginning (critique §13.1 #6).
 """

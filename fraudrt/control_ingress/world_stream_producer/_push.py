@@ -1,9 +1,11 @@
 """Push envelope batches to IG (`POST /v1/ingest/push`, body `{"events": [...]}`) with retries.
 
-Retried: timeouts, connection errors, 408, 429 and 5xx, with exponential backoff and full jitter,
-never sooner than the server's `Retry-After`. Any other 4xx (bad key, bad request) is permanent and
-stops the stream: retrying would only repeat it. Per-event results are matched by `index`; an event
-without an ADMIT/DUPLICATE/QUARANTINE result is re-sent with the next attempt.
+What is retried is `fraudrt.runtime.classify`'s call: timeouts, connection errors, 408, 429, 5xx,
+and 401/403 (a key an operator must fix: the READY must still stream once it is fixed), with
+exponential backoff and full jitter, never sooner than the server's `Retry-After`. Any other 4xx
+(a request IG can never accept) is permanent and stops the stream: retrying would only repeat it.
+Per-event results are matched by `index`; an event without an ADMIT/DUPLICATE/QUARANTINE result is
+re-sent with the next attempt.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import aiohttp
 import anyio
 import msgspec
 
+from fraudrt.runtime import FailureKind, classify
+
 log = logging.getLogger("fraudrt.world_stream_producer")
 
 ACKED_DECISIONS: Final = frozenset({"ADMIT", "DUPLICATE", "QUARANTINE"})
@@ -25,7 +29,9 @@ PUSH_PATH: Final = "/v1/ingest/push"
 
 
 class IgRejected(Exception):
-    """IG refused the batch permanently (a 4xx other than 408/429)."""
+    """IG refused the batch permanently (a 4xx the classification calls the request's fault)."""
+
+    failure_kind = FailureKind.RECORD
 
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"IG_PUSH_REJECTED: HTTP {status}: {body}")
@@ -35,6 +41,8 @@ class IgRejected(Exception):
 
 class IgRetryExhausted(Exception):
     """Transient failures outlasted the retry budget; the stream resumes from its checkpoint later."""
+
+    failure_kind = FailureKind.DEPENDENCY
 
 
 class PushAbandoned(Exception):
@@ -120,13 +128,18 @@ class IgPusher:
             retry_after: float | None = None
             reason: str
             self.stats.requests += 1
+            refused: aiohttp.ClientResponseError | None = None
             try:
                 async with self._session.post(self._url, data=body, headers=self._headers,
                                               timeout=aiohttp.ClientTimeout(total=self.retry.timeout)) as resp:
                     status = resp.status
                     payload = await resp.read()
                     header = resp.headers.get("Retry-After")
+                    if status != 200:
+                        refused = aiohttp.ClientResponseError(resp.request_info, resp.history, status=status,
+                                                              message=payload[:200].decode("utf-8", "replace"))
             except (aiohttp.ClientError, TimeoutError) as exc:
+                # No answer at all (refused, reset, timed out): never the batch's fault.
                 status, payload, header = 0, b"", None
                 reason = f"{type(exc).__name__}: {exc}"
             if status == 200:
@@ -148,12 +161,12 @@ class IgPusher:
                 if not pending:
                     break
                 reason = f"{len(pending)} events without a decision"
-            elif status in (408, 429) or status >= 500:
+            elif refused is not None and classify(refused).transient:
                 retry_after = _retry_after(header)
                 reason = f"HTTP {status}: {payload[:200].decode('utf-8', 'replace')}"
-            elif status != 0:
+            elif refused is not None:
                 self.stats.last_error = f"HTTP {status}: {payload[:256].decode('utf-8', 'replace')}"
-                raise IgRejected(status, payload[:256].decode("utf-8", "replace"))
+                raise IgRejected(status, payload[:256].decode("utf-8", "replace")) from refused
             self.stats.consecutive_failures += 1
             self.stats.last_error = reason
             key = str(status or "connection")

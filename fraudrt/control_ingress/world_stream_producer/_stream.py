@@ -1,14 +1,17 @@
 """Stream one READY run: facts view -> stream views -> one merged clock -> envelopes -> IG batches.
 
-Pipeline: the merge (reads in a worker thread) fills batches of `push_batch_size`; a bounded channel
-of `push_concurrency` batches feeds as many push workers (backpressure, not memory growth). Each
-acknowledged batch advances the per-output prefix trackers and upserts the checkpoints that moved,
-one statement per batch. Delivery is at-least-once: after a crash the unacknowledged tail is pushed
-again and IG answers DUPLICATE.
+Pipeline: the merge (reads in a worker thread) puts every in-scope output on one event-time clock;
+each event goes to its output's lane (`_lanes.OrderedLanes`): one batch of one output in flight per
+lane, so each output reaches IG, and its Kinesis stream, in the view's order, and no output runs
+more than `order_window_seconds` of event time ahead of the oldest unacknowledged event of any
+output. Each acknowledged batch advances its output's prefix tracker and upserts that checkpoint,
+one statement per batch. Delivery is at-least-once: after a crash the unacknowledged tail of each
+output is pushed again, in order, and IG answers DUPLICATE for what it already admitted.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -18,13 +21,14 @@ from typing import Any, Final, Literal
 import aiohttp
 import anyio
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from fraudrt.config import Settings
 from fraudrt.contracts import Envelope, encode_envelope, engine_event_id, parse_ts_utc, utc_now_ts
 from fraudrt.control_ingress.scenario_runner import ReadyPayload, RunFactsView, StreamViewLocator
+from fraudrt.runtime import FailureKind, classify
 from fraudrt.substrate import s3_client, split_s3_uri
 
+from ._lanes import LaneBatch, LaneStats, OrderedLanes
 from ._merge import merge_by_event_time
 from ._progress import PrefixTracker
 from ._push import IgPusher, IgRejected, PushAbandoned, PushStats, RetryPolicy
@@ -48,7 +52,7 @@ class StreamRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_events_per_output: int = 0
     speedup: float = 0.0
     push_batch_size: int = 250
-    push_concurrency: int = 4
+    order_window_seconds: float = 30.0
     retry: RetryPolicy = RetryPolicy()
 
     def __repr__(self) -> str:  # the api key must not reach a log line through a repr
@@ -64,6 +68,8 @@ class StreamResult(msgspec.Struct, frozen=True, kw_only=True):
 class StreamFailed(Exception):
     """A permanent failure of this READY (bad facts, rejected by IG, changed view): not retried."""
 
+    failure_kind = FailureKind.RECORD
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -76,28 +82,82 @@ class WspStats:
     emitted: dict[str, int] = field(default_factory=dict)
     push: PushStats = field(default_factory=PushStats)
     source: SourceStats = field(default_factory=SourceStats)
+    lanes: LaneStats = field(default_factory=LaneStats)
     checkpoint_writes: int = 0
 
 
 async def read_facts_view(settings: Settings, ref: str) -> RunFactsView:
+    """The run facts view a READY points at.
+
+    Only an object that is not there (404) or does not decode fails the READY (`StreamFailed`). Any
+    other failure (S3 down, a 5xx, throttling) is raised as it is, for the caller's supervisor to
+    retry the READY later: a READY marked FAILED can never stream in this platform run, because a
+    re-sent READY carries the same message_id and is dropped as a duplicate.
+    """
     bucket, key = split_s3_uri(ref) if ref.startswith("s3://") else (settings.buckets.platform, ref)
-    async with s3_client(settings.s3) as s3:
-        try:
+    try:
+        async with s3_client(settings.s3) as s3:
             resp = await s3.get_object(Bucket=bucket, Key=key)
-        except Exception as exc:
-            raise StreamFailed("RUN_FACTS_MISSING", f"s3://{bucket}/{key}: {exc}") from None
-        async with resp["Body"] as body:
-            data = await body.read()
+            async with resp["Body"] as body:
+                data = await body.read()
+    except Exception as exc:
+        failure = classify(exc)
+        if failure.kind is not FailureKind.RECORD:
+            raise
+        code = "RUN_FACTS_MISSING" if _http_status(exc) == 404 else "RUN_FACTS_UNREADABLE"
+        raise StreamFailed(code, f"s3://{bucket}/{key}: {failure.code}: {exc}") from exc
     try:
         return msgspec.json.decode(data, type=RunFactsView)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise StreamFailed("RUN_FACTS_INVALID", f"s3://{bucket}/{key}: {exc}") from None
 
 
-@dataclass
-class _Batch:
-    bodies: list[bytes] = field(default_factory=list)
-    marks: list[tuple[int, int, ViewRow]] = field(default_factory=list)  # (rank, ordinal, row)
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
+    return status if isinstance(status, int) else None
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """A failure retrying cannot cure: the stream of this READY ends FAILED with it as the reason.
+
+    pyarrow reports a part that is not in the store as `FileNotFoundError` (an OSError, which the
+    classification rightly takes for a machine fault in general); everything else is the one
+    classification's call, through the `failure_kind` our own errors declare.
+    """
+    return isinstance(exc, FileNotFoundError) or classify(exc).kind is FailureKind.RECORD
+
+
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, StreamFailed | IgRejected):
+        return str(exc)
+    if isinstance(exc, StreamViewChanged):
+        return f"STREAM_VIEW_CHANGED: {exc}"
+    return f"STREAM_VIEW_UNREADABLE: {type(exc).__name__}: {exc}"
+
+
+def _outcome(exc: BaseException) -> tuple[Literal["FAILED", "STOPPED"], str | None] | None:
+    """What an exception out of the pipeline means for the READY: FAILED (permanent, with its reason),
+    STOPPED (a drain cut a retry short), or None: raise it, the supervisor retries from the checkpoint.
+    A group (the push workers' task group) is permanent only if every member is."""
+    leaves: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        else:
+            leaves.append(current)
+    failed = [e for e in leaves if _is_permanent(e)]
+    abandoned = [e for e in leaves if isinstance(e, PushAbandoned)]
+    if len(failed) + len(abandoned) < len(leaves):
+        return None
+    if failed:
+        return "FAILED", _failure_reason(failed[0])
+    return "STOPPED", None
+
+
+_Mark = tuple[int, ViewRow]  # (ordinal in its output, row)
 
 
 class _Envelopes:
@@ -126,11 +186,15 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
                            stopping: anyio.Event) -> StreamResult:
     """Stream `request.ready` to IG until done, capped, stopped or failed (see module docstring).
 
-    Returns FAILED for permanent failures; raises `IgRetryExhausted` (transient, resumable) and
-    unexpected errors so the caller's supervisor retries from the checkpoint.
+    Returns FAILED for permanent failures (the facts view missing or undecodable, IG rejecting a
+    batch, a part gone or unreadable); raises everything else (a dependency down, IG retries
+    exhausted, a bug) so the caller's supervisor retries from the checkpoint.
     """
     ready = request.ready
-    facts = await read_facts_view(settings, ready.facts_view_ref)
+    try:
+        facts = await read_facts_view(settings, ready.facts_view_ref)
+    except StreamFailed as exc:
+        return StreamResult(status="FAILED", reason=str(exc), emitted={})
     if facts.platform_run_id != ready.platform_run_id or ready.platform_run_id != request.platform_run_id:
         return StreamResult(status="FAILED", reason=f"PLATFORM_RUN_ID_MISMATCH: facts {facts.platform_run_id}, "
                             f"READY {ready.platform_run_id}, WSP {request.platform_run_id}", emitted={})
@@ -192,49 +256,45 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
             log.info("WSP stream progress message_id=%s emitted=%s", request.message_id,
                      {n: t.acked for n, t in zip(names, trackers, strict=True)})
 
-    async def worker(pusher: IgPusher, inbox: MemoryObjectReceiveStream[_Batch]) -> None:
-        async with inbox:
-            async for batch in inbox:
-                await pusher.push(batch.bodies)
-                moved: set[int] = set()
-                for rank, ordinal, row in batch.marks:
-                    if trackers[rank].ack(ordinal, row.after):
-                        moved.add(rank)
-                for rank in moved:
-                    stats.emitted[names[rank]] = trackers[rank].acked
-                if moved:
-                    await save(moved)
-                progress()
+    async def deliver(pusher: IgPusher, batch: LaneBatch[_Mark]) -> None:
+        await pusher.push(batch.bodies)
+        tracker = trackers[batch.rank]
+        moved = False
+        for ordinal, row in batch.marks:
+            moved = tracker.ack(ordinal, row.after) or moved
+        if moved:
+            stats.emitted[names[batch.rank]] = tracker.acked
+            await save({batch.rank})
+        progress()
 
+    lanes: OrderedLanes[_Mark] = OrderedLanes(len(locators), batch_size=max(1, request.push_batch_size),
+                                              window_seconds=request.order_window_seconds, stats=stats.lanes)
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession() as session, anyio.create_task_group() as watch:
             pusher = IgPusher(session, request.ig_url, request.api_key, retry=request.retry, stats=stats.push,
                               stopping=stopping)
-            send, receive = anyio.create_memory_object_stream[_Batch](max_buffer_size=max(1, request.push_concurrency))
+
+            async def stop_lanes_on_drain() -> None:
+                await stopping.wait()
+                lanes.stop()
+
+            watch.start_soon(stop_lanes_on_drain)
             async with anyio.create_task_group() as tg:
-                for _ in range(max(1, request.push_concurrency)):
-                    tg.start_soon(worker, pusher, receive.clone())
-                receive.close()
-                stopped = False
-                async with send:
-                    try:
-                        stopped = await _produce(sources, locators, trackers, builder, request, closed, send.send,
-                                                 stopping)
-                    except anyio.BrokenResourceError:
-                        # Every worker is gone: the one that failed raises its own error from the group.
-                        stopped = True
-                if stopped:
-                    status = "STOPPED"
-    except* IgRejected as group:
-        status, reason = "FAILED", str(group.exceptions[0])
-    except* PushAbandoned:
-        status = "STOPPED"
-    except* StreamViewChanged as group:
-        status, reason = "FAILED", f"STREAM_VIEW_CHANGED: {group.exceptions[0]}"
-    except* (FileNotFoundError, ValueError) as group:
-        # A part gone from the store, or a row that cannot be read (e.g. a bad ts_utc): retrying
-        # cannot help, so the READY fails with its reason instead of restarting forever.
-        status, reason = "FAILED", f"STREAM_VIEW_UNREADABLE: {group.exceptions[0]}"
+                for rank in range(len(locators)):
+                    tg.start_soon(lanes.run_lane, rank, functools.partial(deliver, pusher))
+                try:
+                    stopped = await _produce(sources, locators, trackers, builder, request, closed, lanes, stopping)
+                finally:
+                    lanes.close()
+            watch.cancel_scope.cancel()
+            # A drain may also come after the last event was merged, while lanes still held batches.
+            if stopped or lanes.oldest_unacknowledged() is not None:
+                status = "STOPPED"
+    except Exception as exc:  # an ExceptionGroup from the lanes too
+        outcome = _outcome(exc)
+        if outcome is None:
+            raise
+        status, reason = outcome
     finally:
         for source in sources:
             source.close()
@@ -253,35 +313,31 @@ def _part_uri(locator: StreamViewLocator, part_index: int) -> str | None:
 
 async def _produce(sources: list[StreamViewSource], locators: list[StreamViewLocator], trackers: list[PrefixTracker],
                    builder: _Envelopes, request: StreamRequest, closed: Callable[[int], bool],
-                   send: Callable[[_Batch], Any], stopping: anyio.Event) -> bool:
-    """Merge, build and hand batches to the workers; True when stopped early by `stopping`."""
-    batch = _Batch()
+                   lanes: OrderedLanes[_Mark], stopping: anyio.Event) -> bool:
+    """Merge, build and hand events to their lanes; True when stopped early by `stopping`."""
     emitted_at = utc_now_ts()
+    since_stamp = 0
     anchor: tuple[float, float] | None = None  # (wall clock, event time) of the first event of this session
     async for rank, row in merge_by_event_time(sources, lambda r: r.ts_utc, is_closed=closed):
         if stopping.is_set():
-            break
+            return True
+        event_time = parse_ts_utc(row.ts_utc).timestamp()
         if request.speedup > 0:
-            event_time = parse_ts_utc(row.ts_utc).timestamp()
             if anchor is None:
                 anchor = (time.monotonic(), event_time)
             wait = anchor[0] + (event_time - anchor[1]) / request.speedup - time.monotonic()
             if wait > 0.001:
-                if batch.bodies:  # what is due now must not wait for the batch to fill
-                    await send(batch)
-                    batch = _Batch()
+                if not await lanes.flush():  # what is due now must not wait for a batch to fill
+                    return True
                 with anyio.move_on_after(wait):
                     await stopping.wait()
                 if stopping.is_set():
-                    break
-                emitted_at = utc_now_ts()
+                    return True
+                emitted_at, since_stamp = utc_now_ts(), 0
         ordinal = trackers[rank].issue()
-        batch.bodies.append(builder.build(locators[rank], row, emitted_at))
-        batch.marks.append((rank, ordinal, row))
-        if len(batch.bodies) >= request.push_batch_size:
-            await send(batch)
-            batch = _Batch()
-            emitted_at = utc_now_ts()
-    if batch.bodies:
-        await send(batch)
-    return stopping.is_set()
+        if not await lanes.add(rank, event_time, builder.build(locators[rank], row, emitted_at), (ordinal, row)):
+            return True
+        since_stamp += 1
+        if since_stamp >= request.push_batch_size:  # about once a batch, as a batch's emission time
+            emitted_at, since_stamp = utc_now_ts(), 0
+    return not await lanes.flush()

@@ -64,8 +64,7 @@ from fraudrt.rtdl.policy import (
     load_policy,
     needed_inputs,
 )
-from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord, content_hash
-from fraudrt.runtime._latency import LatencyHistogram
+from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord, LatencyHistogram, content_hash
 
 from . import _store
 from ._context import GROUP_SOURCE, BatchContext, FlowContext, read_sources, settle, sources_for
@@ -605,9 +604,11 @@ class DecisionFabric(Actor):
             "model_bundle": self.model_bundle.digest if self.model_bundle else None,
             "rules_bundle": self.rules_bundle.digest if self.rules_bundle else None,
         })
-        for q, v in self.latency.summary().items():
-            out[f"latency_ms.admit_to_decision.{q}"] = v
         return out
+
+    def latency_histograms(self) -> dict[str, LatencyHistogram]:
+        # Exported by the pack as the gauges latency_ms.admit_to_decision.{count,p50,p95,p99,max,mean}.
+        return {"admit_to_decision": self.latency}
 
     def health_details(self) -> dict[str, Any]:
         return {"posture": self.posture_mode, "posture_problem": self.posture_problem,

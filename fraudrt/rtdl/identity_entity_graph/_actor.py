@@ -23,7 +23,8 @@ import msgspec
 
 from fraudrt.config import Settings
 from fraudrt.rtdl._inputs import FLOW_ANCHOR_EVENT_TYPES, flow_anchor_decoder, flow_anchor_stream
-from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord, KinesisBus
+from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord
+from fraudrt.runtime.bus import KinesisBus
 
 from . import _store
 from ._definition import (
