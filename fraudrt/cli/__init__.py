@@ -24,6 +24,7 @@ def _register() -> None:
     from ._operate import pack, run_group
     from ._oracle import oracle
     from ._parity import parity
+    from ._policy import policy
     from ._substrate import substrate
 
     cli.add_command(substrate)
@@ -33,6 +34,7 @@ def _register() -> None:
     cli.add_command(ig)
     cli.add_command(oracle)
     cli.add_command(parity)
+    cli.add_command(policy)
     cli.add_command(sr)
     cli.add_command(wsp)
     cli.add_command(report)

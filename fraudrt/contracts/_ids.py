@@ -62,6 +62,11 @@ action_intent_event_id             ``R("df.action_intent.event_id.v1", {source_e
 action_idempotency_key             ``R("df.action_intent.idempotency_key.v1", same payload)``             64
 action_id                          ``S("{decision_id}:{action_kind}")[:32]``                              32
 df_checkpoint_token_id             ``S("{source_event_id}:{decision_id}")[:32]``                          32
+df_decision_content_digest (new)   ``R("df.decision_content.v1", decision payload without its             32
+                                   run-specific fields)[:32]`` (``DECISION_RUN_SPECIFIC_FIELDS``: times,
+                                   bus position, posture seq, OFP progress): same world, same digest
+df_feature_snapshot_digest (new)   ``S("df.feature_snapshot.v1|" + "|".join(name=repr(value)), inputs     32
+                                   sorted by name)[:32]``: the inputs a decision saw
 df_ofp_request_id                  ``"df_ofp_" + H({source_event_id, source_event_type,                   -
                                    source_eb_ref})[:16]``
 al_semantic_key                    ``H({platform_run_id, scenario_run_id, idempotency_key})``             64
@@ -726,6 +731,39 @@ def action_id(decision_id: str, action_kind: str) -> str:
 def df_checkpoint_token_id(source_event_id: str, decision_id: str) -> str:
     """DF checkpoint ``token_id``: ``sha256("{source_event_id}:{decision_id}")[:32]``."""
     return sha256_hex(f"{source_event_id}:{decision_id}")[:32]
+
+
+# Decision payload fields that depend on when and where a decision was made, not on the world: the
+# content digest leaves them out, so the same world decided twice (another replay, another stream)
+# has the same digests. Paths are (field, subfield).
+DECISION_RUN_SPECIFIC_FIELDS: Final[tuple[tuple[str, str | None], ...]] = (
+    ("timings", None),
+    ("source_event", "stream"),
+    ("source_event", "shard_id"),
+    ("source_event", "sequence_number"),
+    ("posture", "posture_seq"),
+    ("posture", "decided_at_utc"),
+    ("features", "ofp_watermark_utc"),
+)
+
+
+def df_decision_content_digest(payload: Mapping[str, Any]) -> str:
+    """*New*: ``R("df.decision_content.v1", payload minus DECISION_RUN_SPECIFIC_FIELDS)[:32]`` of a
+    decision payload given as builtins (``msgspec.to_builtins(DecisionPayload)``)."""
+    doc = dict(payload)
+    for field, sub in DECISION_RUN_SPECIFIC_FIELDS:
+        if sub is None:
+            doc.pop(field, None)
+        elif isinstance(doc.get(field), Mapping):
+            doc[field] = {k: v for k, v in doc[field].items() if k != sub}
+    return recipe_hash("df.decision_content.v1", doc)[:32]
+
+
+def df_feature_snapshot_digest(inputs: Mapping[str, float]) -> str:
+    """*New*: ``S("df.feature_snapshot.v1|" + "|".join(f"{name}={value!r}"))[:32]`` over the inputs
+    (sorted by name) a decision was made on: what the decision saw, whichever sources served it."""
+    body = "|".join(f"{name}={float(inputs[name])!r}" for name in sorted(inputs))
+    return sha256_hex("df.feature_snapshot.v1|" + body)[:32]
 
 
 def df_ofp_request_id(source_event_id: str, source_event_type: str, source_eb_ref: Mapping[str, Any]) -> str:

@@ -507,6 +507,33 @@ def test_every_recipe_is_in_the_module_table_and_exported() -> None:
     assert [name for name in public if name not in contracts.__all__] == []
 
 
+def test_decision_content_digest_ignores_only_run_specific_fields() -> None:
+    from fraudrt.contracts import df_decision_content_digest
+
+    base = {"decision_id": "a" * 32, "action": "REVIEW", "score": 0.5,
+            "source_event": {"event_id": "e", "stream": "s", "shard_id": "shardId-0", "sequence_number": "1"},
+            "posture": {"mode": "NORMAL", "posture_seq": 1, "decided_at_utc": "t0"},
+            "features": {"ofp_watermark_utc": "w0", "graph_version": "g"},
+            "timings": {"admitted_at_utc": "t1", "decided_at_utc": "t2", "admit_to_decision_ms": 3.0}}
+    elsewhere = {**base, "source_event": {**base["source_event"], "stream": "t1-s", "shard_id": "shardId-7",
+                                          "sequence_number": "9"},
+                 "posture": {**base["posture"], "posture_seq": 4, "decided_at_utc": "t9"},
+                 "features": {**base["features"], "ofp_watermark_utc": "w9"}, "timings": {"admitted_at_utc": "x"}}
+    assert df_decision_content_digest(base) == df_decision_content_digest(elsewhere)
+    for change in ({"action": "DECLINE"}, {"score": 0.6}, {"posture": {**base["posture"], "mode": "DEGRADED_1"}},
+                   {"features": {**base["features"], "graph_version": "h"}}):
+        assert df_decision_content_digest({**base, **change}) != df_decision_content_digest(base)
+    assert len(df_decision_content_digest(base)) == 32
+
+
+def test_feature_snapshot_digest_is_order_free_and_value_exact() -> None:
+    from fraudrt.contracts import df_feature_snapshot_digest
+
+    a = df_feature_snapshot_digest({"velocity.x": 1.0, "graph.y": 2})
+    assert a == df_feature_snapshot_digest({"graph.y": 2.0, "velocity.x": 1})
+    assert a != df_feature_snapshot_digest({"velocity.x": 1.0000001, "graph.y": 2})
+
+
 def test_config_digest_ignores_credentials_and_sees_configuration() -> None:
     from fraudrt.contracts import config_digest
 

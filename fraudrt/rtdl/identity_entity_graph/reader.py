@@ -55,11 +55,13 @@ class GraphProgress(msgspec.Struct, frozen=True, kw_only=True):
     graph_version: str | None
 
 
+# One primary-key probe per flow (LATERAL ... LIMIT 1): `flow_id = ANY(...)` let a table analyzed while the
+# run was young walk the run's rows instead (tests/integration/test_reader_plans.py).
 _FEATURES_SQL: Final = f"""
-SELECT flow_id, ts_utc, device_party_count_24h, ip_party_count_24h, device_new_for_party, ip_new_for_party,
-       instrument_account_count, neighbourhood_2hop
-  FROM ieg_flows
- WHERE platform_run_id = $1 AND flow_id = ANY({split_sql(1, first=2, casts=("bigint",))[0]})
+SELECT f.flow_id, f.ts_utc, f.device_party_count_24h, f.ip_party_count_24h, f.device_new_for_party,
+       f.ip_new_for_party, f.instrument_account_count, f.neighbourhood_2hop
+  FROM unnest({split_sql(1, first=2, casts=("bigint",))[0]}) AS q(flow_id)
+  JOIN LATERAL (SELECT * FROM ieg_flows f WHERE f.platform_run_id = $1 AND f.flow_id = q.flow_id LIMIT 1) f ON true
 """
 
 

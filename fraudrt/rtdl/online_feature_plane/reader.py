@@ -58,11 +58,15 @@ class FeatureBatch(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _IDS: Final = split_sql(1, first=2, casts=("bigint",))[0]
+# One primary-key probe per flow (LATERAL ... LIMIT 1): as a plain join, a table analyzed while the run
+# was young estimates the run at ~1 row and the planner scans the run's rows for every flow of the
+# batch (tests/integration/test_reader_plans.py).
 _READ: Final = f"""
 SELECT q.flow_id, f.request_event_id IS NOT NULL AS has_request, f.anchor_event_id IS NOT NULL AS has_anchor,
        f.ts_us, f.vector, f.exact, f.definitions_digest, p.flows_aggregated, p.release_watermark_us
   FROM unnest({_IDS}) WITH ORDINALITY AS q(flow_id, ord)
-  LEFT JOIN ofp_flows f ON f.platform_run_id = $1 AND f.flow_id = q.flow_id
+  LEFT JOIN LATERAL (SELECT f.request_event_id, f.anchor_event_id, f.ts_us, f.vector, f.exact, f.definitions_digest
+                       FROM ofp_flows f WHERE f.platform_run_id = $1 AND f.flow_id = q.flow_id LIMIT 1) f ON true
   LEFT JOIN ofp_progress p ON p.platform_run_id = $1
  ORDER BY q.ord
 """
