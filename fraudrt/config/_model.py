@@ -139,9 +139,14 @@ class CaseLabelsSettings(_Section, frozen=True):
     api_keys_file: str | None = None
     api_max_body_bytes: int = 64 * 1024
     # The simulated chargeback feed (the only reader of truth in the plane): the share of the run's
-    # flows it labels, and how long after a flow, in event time, its label becomes known.
-    feed_share: float = 0.5
+    # fraudulent flows that come back as chargebacks and of its legitimate flows confirmed legitimate,
+    # and how long after a flow, in event time, its label becomes known. A chargeback also opens an
+    # EXTERNAL_SIGNAL case on its flow (`feed_opens_cases`): fraud the decision let through is exactly
+    # what an investigator must look at.
+    feed_fraud_share: float = 1.0
+    feed_legit_share: float = 0.5
     feed_delay_seconds: float = 1.0
+    feed_opens_cases: bool = True
     # Where the feed reads truth: empty = the run's SR facts view (the stream view in the object
     # store); else an engine run root (local path or s3://), for runs started without SR.
     feed_truth_engine_run_root: str | None = None

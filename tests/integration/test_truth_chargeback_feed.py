@@ -1,6 +1,6 @@
-"""The simulated chargeback feed on a generated world: the share it labels, values from the world's truth,
-labels known only a delay after the flow (in the world's clock), each flow labelled once, into the Label
-Store as EXTERNAL training truth."""
+"""The simulated chargeback feed on a generated world: the flows it labels (every fraud, a share of the
+rest), values from the world's truth, labels known only a delay after the flow (in the world's clock), each
+flow labelled once, into the Label Store as EXTERNAL training truth; and a case opened for each chargeback."""
 
 from __future__ import annotations
 
@@ -27,7 +27,16 @@ from fraudrt.control_ingress.scenario_runner import sr_ready
 from fraudrt.engine import output_paths, read_run_receipt_raw
 from tests.integration.test_sr_ready import oracle_world, ready_request
 from tests.support.case_lane import run_pins, running_plane, source_event_id, traffic_request
-from tests.support.harness import create_streams, make_scope, mint_run_id, new_prefix, open_pool, put, wait_for
+from tests.support.harness import (
+    create_streams,
+    make_scope,
+    mint_run_id,
+    new_prefix,
+    open_pool,
+    put,
+    read_all,
+    wait_for,
+)
 from tests.support.rtdl_world import envelopes, make_world
 
 pytestmark = pytest.mark.integration
@@ -39,7 +48,7 @@ TRAFFIC = "s3_event_stream_with_fraud_6B"
 async def test_the_feed_labels_a_share_of_flows_from_truth_after_the_delay(substrate: Any, tmp_path: Path) -> None:
     root = make_world(tmp_path / "world", n_flows=300, seed=11, fraud_rate=0.2)
     settings = substrate.settings_for(FRAUDRT_STREAM_PREFIX=new_prefix(), FRAUDRT_RUNS_ROOT=str(tmp_path / "runs"),
-                                      CASE_FEED_TRUTH_ENGINE_RUN_ROOT=str(root), CASE_FEED_SHARE=str(SHARE),
+                                      CASE_FEED_TRUTH_ENGINE_RUN_ROOT=str(root), CASE_FEED_LEGIT_SHARE=str(SHARE),
                                       CASE_FEED_DELAY_SECONDS=str(DELAY))
     await bootstrap(settings)
     run = mint_run_id()
@@ -51,11 +60,12 @@ async def test_the_feed_labels_a_share_of_flows_from_truth_after_the_delay(subst
     requests = [msgspec.json.decode(e) for e in traffic]
     requests = [r for r in requests if r["payload"]["event_type"] == "AUTH_REQUEST"]
     last = max(parse_ts_utc(msgspec.json.decode(e)["ts_utc"]) for e in traffic)
-    picked = [r for r in requests if selected(run, r["payload"]["flow_id"], SHARE)]
+    # Every fraudulent flow comes back as a chargeback (feed_fraud_share 1); a share of the others.
+    picked = [r for r in requests if fraud[r["payload"]["flow_id"]] or selected(run, r["payload"]["flow_id"], SHARE)]
     due = [r for r in picked if parse_ts_utc(r["ts_utc"]) + timedelta(seconds=DELAY) <= last]
     assert 0 < len(due) < len(picked) and any(fraud[r["payload"]["flow_id"]] for r in due)
     # A selected flow the world does not hold: refused with its reason, never labelled from nothing.
-    stranger = next(f for f in range(10**9, 10**9 + 100) if selected(run, f, SHARE))
+    stranger = 10**9
     pins = run_pins(run)
     async with open_pool(settings) as pool, KinesisBus(settings.kinesis) as bus:
         stream = settings.streams.name("traffic_fraud")
@@ -74,6 +84,7 @@ async def test_the_feed_labels_a_share_of_flows_from_truth_after_the_delay(subst
             await wait_for(metrics, lambda m: m[0].get("dead_letters") == 1, what="the stranger refused")
             feed_metrics, ls_metrics, health = feed.metrics(), ls.metrics(), feed.health()
             rows = await pool.fetch("SELECT * FROM ls_label_assertions WHERE platform_run_id = $1", run)
+            cases = [msgspec.json.decode(r.data) for r in await read_all(bus, settings.streams.name("case"))]
             dead = await pool.fetch("SELECT reason FROM rt_dead_letters WHERE actor = 'truth_chargeback_feed' "
                                     "AND platform_run_id = $1", run)
     by_event = {r["event_id"]: r for r in rows}
@@ -89,6 +100,12 @@ async def test_the_feed_labels_a_share_of_flows_from_truth_after_the_delay(subst
     assert feed_metrics["labels_waiting"] == len(picked) - len(due)
     assert feed_metrics["labels_emitted_fraud_confirmed"] == sum(fraud[r["payload"]["flow_id"]] for r in due)
     assert ls_metrics["accepted_external"] == len(due) and ls_metrics["duplicates"] == 0
+    # Each chargeback opened a case on its flow (an EXTERNAL_SIGNAL trigger), and nothing else did.
+    opened = [c["payload"] for c in cases if c["event_type"] == "case_trigger" and c["platform_run_id"] == run]
+    charged_back = {r["event_id"] for r in due if fraud[r["payload"]["flow_id"]]}
+    assert {o["case_subject_key"]["event_id"] for o in opened} == charged_back
+    assert {o["trigger_type"] for o in opened} == {"EXTERNAL_SIGNAL"} and len(opened) == len(charged_back)
+    assert feed_metrics["cases_opened"] == len(charged_back) > 0
     assert [d["reason"].split(":")[0] for d in dead] == ["FLOW_NOT_IN_TRUTH"]
     assert health[0] == "AMBER"  # a refused record needs a look
 
@@ -98,7 +115,7 @@ async def test_the_feed_reads_truth_from_the_runs_sr_facts_view(substrate: Any, 
     world through the run's SR facts view and reads the flow-anchor stream view from the object store."""
     scope = make_scope(substrate, tmp_path / "runs")
     settings = substrate.settings_for(FRAUDRT_STREAM_PREFIX=scope.prefix, FRAUDRT_RUNS_ROOT=str(tmp_path / "runs"),
-                                      CASE_FEED_SHARE="1.0", CASE_FEED_DELAY_SECONDS="0")
+                                      CASE_FEED_LEGIT_SHARE="1.0", CASE_FEED_DELAY_SECONDS="0")
     await create_streams(settings, ["control", "traffic_fraud", "case"])
     world = await oracle_world(settings, tmp_path / "w", n_flows=12)
     ready = await sr_ready(settings, ready_request(scope.run_id, world, f"feed_{scope.prefix}"))

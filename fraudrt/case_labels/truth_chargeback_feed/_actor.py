@@ -5,10 +5,13 @@ tells a bank which payments were fraud (chargebacks) and, once the window has cl
 which were not. Nothing else in the case plane reads truth, and nothing that decides does.
 
 It reads the run's traffic stream (truth-free decoding: flow id, event type, time) to know which
-flows the run carried. Each AUTH_REQUEST's flow is selected with probability `feed_share`, by a
-hash of (run, flow id), so a replay selects the same flows; a selected flow's label comes from the
-world's truth (`_truth.py`): FRAUD_CONFIRMED for a fraud flow, LEGIT_CONFIRMED otherwise, type
-`fraud_disposition`, source EXTERNAL, actor `EXTERNAL::simulated_chargebacks`. The label is true
+flows the run carried. Each AUTH_REQUEST's flow is looked up in the world's truth (`_truth.py`) and
+selected with probability `feed_fraud_share` if it is fraud (a chargeback comes back), else
+`feed_legit_share` (its window closed without one), by a hash of (run, flow id), so a replay
+selects the same flows. A selected flow's label: FRAUD_CONFIRMED or LEGIT_CONFIRMED, type
+`fraud_disposition`, source EXTERNAL, actor `EXTERNAL::simulated_chargebacks`. A chargeback also
+opens a case (`feed_opens_cases`): an EXTERNAL_SIGNAL trigger on the flow's case subject, emitted
+with the label, so a fraud the decision let through reaches an investigator. The label is true
 of the world from the flow's time (effective_time) and becomes known `feed_delay_seconds` later in
 the world's clock (observed_time); it is emitted once the traffic stream's event-time watermark
 (the least, over the shards read, of the largest time applied) has passed that moment, so it never
@@ -28,12 +31,16 @@ import msgspec
 
 from fraudrt.config import Settings
 from fraudrt.contracts import (
+    FLOW_SUBJECT,
+    CaseSubjectKey,
     EvidenceRef,
     LabelSubjectKey,
     Pins,
+    TriggerDetails,
     case_envelope,
     format_ts_utc,
     ls_adapter_case_timeline_event_id,
+    make_case_trigger,
     make_label_assertion,
     parse_ts_utc,
 )
@@ -101,12 +108,13 @@ class TruthChargebackFeed(CountingActor):
     name: ClassVar[str] = "truth_chargeback_feed"
     sql_packages: ClassVar[tuple[str, ...]] = ("fraudrt.case_labels", "fraudrt.case_labels.truth_chargeback_feed")
     counter_names: ClassVar[tuple[str, ...]] = ("flows_selected", "labels_emitted", "labels_emitted_fraud_confirmed",
-                                                "labels_emitted_legit_confirmed", "dead_letters")
+                                                "labels_emitted_legit_confirmed", "cases_opened", "dead_letters")
 
     def __init__(self) -> None:
         super().__init__()
         self.settings: Settings | None = None
-        self.share = 0.0
+        self.fraud_share = self.legit_share = 0.0
+        self.opens_cases = False
         self.delay = timedelta(0)
         self.case_stream = ""
         self.truth: dict[str, Truth] = {}
@@ -118,11 +126,15 @@ class TruthChargebackFeed(CountingActor):
 
     async def start(self, ctx: ComponentContext) -> None:
         cfg = ctx.settings.case_labels
-        if not 0.0 <= cfg.feed_share <= 1.0 or cfg.feed_delay_seconds < 0:
-            raise ValueError("case_labels.feed_share must be in [0, 1] and feed_delay_seconds >= 0")
+        shares = (cfg.feed_fraud_share, cfg.feed_legit_share)
+        if not all(0.0 <= share <= 1.0 for share in shares) or cfg.feed_delay_seconds < 0:
+            raise ValueError("case_labels.feed_fraud_share and feed_legit_share must be in [0, 1] and "
+                             "feed_delay_seconds >= 0")
         await super().start(ctx)
         self.settings = ctx.settings
-        self.share, self.delay = cfg.feed_share, timedelta(seconds=cfg.feed_delay_seconds)
+        self.fraud_share, self.legit_share = shares
+        self.opens_cases = cfg.feed_opens_cases
+        self.delay = timedelta(seconds=cfg.feed_delay_seconds)
         self.case_stream = ctx.settings.streams.name("case")
         async with ctx.pool.acquire() as conn:
             self.waiting = int(await conn.fetchval(_WAITING_SQL, ctx.platform_run_id))
@@ -154,6 +166,9 @@ class TruthChargebackFeed(CountingActor):
             for r in released:
                 self._emit(batch, r)
                 counts[f"labels_emitted_{r['label_value'].lower()}"] += 1
+                if self.opens_cases and r["label_value"] == "FRAUD_CONFIRMED":
+                    self._open_case(batch, r)
+                    counts["cases_opened"] += 1
             counts["labels_emitted"] += len(released)
             batch.notes["watermark"] = format_ts_utc(wm)
             batch.notes["waiting"] = int(await batch.conn.fetchval(_WAITING_SQL, run))
@@ -170,7 +185,7 @@ class TruthChargebackFeed(CountingActor):
             return None
         marks[record.shard_id] = max(marks.get(record.shard_id, ts), ts)
         p = event.payload
-        if p.event_type != AUTH_REQUEST or not selected(batch.platform_run_id, p.flow_id, self.share):
+        if p.event_type != AUTH_REQUEST:
             return None
         try:
             pins = envelope_pins(event)
@@ -185,7 +200,10 @@ class TruthChargebackFeed(CountingActor):
         if not truth.knows(p.flow_id):
             batch.dead_letter(record, f"FLOW_NOT_IN_TRUTH: flow {p.flow_id} is not in the run's world")
             return None
-        value = "FRAUD_CONFIRMED" if truth.is_fraud(p.flow_id) else "LEGIT_CONFIRMED"
+        fraud = truth.is_fraud(p.flow_id)
+        if not selected(batch.platform_run_id, p.flow_id, self.fraud_share if fraud else self.legit_share):
+            return None
+        value = "FRAUD_CONFIRMED" if fraud else "LEGIT_CONFIRMED"
         due = format_ts_utc(parse_ts_utc(ts) + self.delay)
         return (str(p.flow_id), event.event_id, ts, due, value, f"{record.stream}|{record.shard_id}|"
                 f"{record.sequence_number}", _encode.encode(pins).decode())
@@ -207,6 +225,24 @@ class TruthChargebackFeed(CountingActor):
                                                 parent_event_id=event_id)
         batch.emit(self.case_stream, data, partition_key=key, event_id=event_id_out)
 
+    def _open_case(self, batch: Batch, row: Any) -> None:
+        """The chargeback's case: an EXTERNAL_SIGNAL trigger on the flow (the subject a decision
+        escalation of the same flow uses, so both land in one case)."""
+        pins = msgspec.json.decode(row["pins"], type=Pins)
+        flow_id, event_id = row["flow_id"], row["event_id"]
+        stream, shard, seq = row["origin"].split("|")
+        event_time, due = format_ts_utc(row["event_time"]), format_ts_utc(row["due_time"])
+        trigger = make_case_trigger(
+            trigger_type="EXTERNAL_SIGNAL", source_ref_id=f"{NAMESPACE}:{flow_id}",
+            subject=CaseSubjectKey(platform_run_id=batch.platform_run_id, event_class=FLOW_SUBJECT, event_id=event_id),
+            pins=pins, observed_time=due,
+            evidence_refs=[EvidenceRef(ref_type="EXTERNAL_REF", ref_id=f"{PROVIDER}:{flow_id}"),
+                           EvidenceRef(ref_type="EB_ORIGIN_OFFSET", ref_id=f"{shard}:{seq}", ref_scope=stream)],
+            details=TriggerDetails(event_time=event_time, source_event_id=event_id, flow_id=int(flow_id),
+                                   escalation_reasons=["CHARGEBACK"]))
+        event_id_out, key, data = case_envelope(trigger, ts_utc=due, producer=PRODUCER, parent_event_id=event_id)
+        batch.emit(self.case_stream, data, partition_key=key, event_id=event_id_out)
+
     async def after_commit(self, batch: Batch) -> None:
         await super().after_commit(batch)
         if "watermark" in batch.notes:
@@ -218,5 +254,6 @@ class TruthChargebackFeed(CountingActor):
         return {**out, "labels_waiting": self.waiting, "watermark_ts_utc": self.watermark} if out else out
 
     def health_details(self) -> dict[str, Any]:
-        return {"reads_ground_truth": True, "share": self.share, "delay_seconds": self.delay.total_seconds(),
+        return {"reads_ground_truth": True, "fraud_share": self.fraud_share, "legit_share": self.legit_share,
+                "opens_cases": self.opens_cases, "delay_seconds": self.delay.total_seconds(),
                 **self.metrics()}
