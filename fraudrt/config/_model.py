@@ -145,7 +145,9 @@ class CaseLabelsSettings(_Section, frozen=True):
     # what an investigator must look at.
     feed_fraud_share: float = 1.0
     feed_legit_share: float = 0.5
-    feed_delay_seconds: float = 1.0
+    # In the world's clock, which the engine runs at ~60 arrivals/s: the closeout's 200-event window
+    # spans ~2 s, and a label must become known inside it for the run to exercise the plane.
+    feed_delay_seconds: float = 0.5
     feed_opens_cases: bool = True
     # Where the feed reads truth: empty = the run's SR facts view (the stream view in the object
     # store); else an engine run root (local path or s3://), for runs started without SR.
