@@ -39,7 +39,7 @@ $(NODE_DIR)/node_modules/kinesalite/package.json: fraudrt/substrate/node/package
 	touch $@
 
 test: setup
-	$(BIN)/nox -s tests --no-venv
+	$(BIN)/nox -s lint typecheck tests --no-venv
 
 parity: setup
 	$(BIN)/nox -s parity --no-venv
