@@ -30,9 +30,9 @@ from fraudrt.rtdl.action_layer import outcomes_for
 from fraudrt.rtdl.decision_fabric import decisions_for
 from fraudrt.rtdl.decision_log_audit import audit_progress, chains
 from fraudrt.runtime.bus import KinesisBus
-from fraudrt.runtime.packs import pack_down, pack_kill, pack_up
+from fraudrt.runtime.packs import pack_down, pack_kill, pack_run_dir, pack_up
 from fraudrt.substrate import bootstrap
-from tests.support.harness import kill_pack, make_scope, mint_run_id, open_pool, put, wait_for
+from tests.support.harness import kill_pack, make_scope, mint_run_id, open_pool, put, read_events, wait_for
 from tests.support.world_bus import WorldPins, generate, output_rows
 
 pytestmark = pytest.mark.chaos
@@ -101,6 +101,9 @@ async def test_kill9_of_the_decision_lane_decides_every_request_once_as_an_unint
         finally:
             kill_pack(settings, LANE)
             kill_pack(settings, CORE)
+    started = [e for e in read_events(pack_run_dir(settings, run_b, LANE) / "events.jsonl")
+               if e["event"] == "pack_started"]
+    assert len(started) == KILLS + 1, "the lane really was killed and started again"
     for state in (a, b):
         sources = Counter(d.source_event_id for d in state["decisions"])
         assert len(sources) == requests and max(sources.values()) == 1, "each AUTH_REQUEST decided once"
@@ -108,7 +111,13 @@ async def test_kill9_of_the_decision_lane_decides_every_request_once_as_an_unint
         assert len(per_intent) == requests and max(per_intent.values()) == 1, "each intent one outcome"
         assert state["progress"]["lineage_unresolved_total"] == 0
         assert all(c.status == "RESOLVED" for c in state["chains"])
-    content = {run: {d.source_event_id: d.content_digest for d in s["decisions"]} for run, s in (("a", a), ("b", b))}
+    # The decision ids (and so the content digests, which hold them) name the run; what was decided
+    # must not depend on the kills.
+    def decided(state: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+        return {d.source_event_id: (d.action, d.score, d.context_status, d.posture_mode, d.model, d.bundle_digest)
+                for d in state["decisions"]}
+
+    content = {"a": decided(a), "b": decided(b)}
     differ = [s for s in content["a"] if content["a"][s] != content["b"].get(s)]
     assert not differ, f"{len(differ)} decisions differ from the uninterrupted run's, e.g. {differ[:3]}"
     dead = []

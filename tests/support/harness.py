@@ -75,14 +75,24 @@ def _event_id(data: bytes) -> str | None:
 
 async def put(bus: KinesisBus, stream: str, datas: Iterable[bytes], *,
               keys: Iterable[str] | None = None) -> list[Ack]:
-    """PutRecords in 500s, retrying failed entries; every entry comes back acknowledged, in put order."""
+    """PutRecords in 500s, retrying failed entries (and a call a dependency failure cut short: a
+    kept-alive connection reset under load); every entry comes back acknowledged, in put order. A
+    retried call may put a duplicate on the bus, as any producer's may."""
+    from fraudrt.runtime import classify
+
     items = list(datas)
     pkeys = list(keys) if keys is not None else [uuid.uuid4().hex for _ in items]
     acks: list[Ack] = []
     for start in range(0, len(items), 500):
         pending = list(zip(items[start:start + 500], pkeys[start:start + 500], strict=True))
         for _attempt in range(20):
-            results = await bus.put_records(stream, [PutEntry(d, k) for d, k in pending])
+            try:
+                results = await bus.put_records(stream, [PutEntry(d, k) for d, k in pending])
+            except Exception as exc:
+                if not classify(exc).transient:
+                    raise
+                await anyio.sleep(0.1)
+                continue
             failed = []
             for (data, key), res in zip(pending, results, strict=True):
                 if res.ok:
