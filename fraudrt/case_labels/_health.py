@@ -11,11 +11,11 @@ An idle plane is GREEN.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
-_RANK: Final = {"GREEN": 0, "AMBER": 1, "RED": 2}
+from fraudrt.runtime import Findings
 
 
 class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -36,17 +36,10 @@ Check = tuple[str, float, float | None, float | None]  # (reason, value, AMBER a
 
 def assess(checks: Iterable[Check]) -> tuple[str, list[str]]:
     """(state, reasons): each check whose value reaches a bound adds its reason with the number."""
-    state, reasons = "GREEN", []
+    found = Findings()
     for reason, value, amber, red in checks:
-        if red is not None and value >= red:
-            level = "RED"
-        elif amber is not None and value >= amber:
-            level = "AMBER"
-        else:
-            continue
-        reasons.append(f"{reason}: {value:g}")
-        state = max(state, level, key=_RANK.__getitem__)
-    return state, reasons
+        found.ladder(value, amber, red, f"{reason}: {value:g}")
+    return found.verdict()
 
 
 def common_checks(t: Thresholds, *, dead_letters: int, mismatches: int) -> list[Check]:

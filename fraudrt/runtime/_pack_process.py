@@ -37,6 +37,7 @@ from ._bus import KinesisBus
 from ._classify import classify
 from ._fence import Notifications
 from ._gc import configure_gc, freeze_heap
+from ._health import worst, worst_of
 from ._manifest import ComponentSpec, PackManifest, check_components, load_component_class, resolve_manifest
 from ._migrations import apply_migrations
 from ._outbox import OutboxRelay
@@ -49,17 +50,6 @@ from ._runs import operate_dir, pack_run_dir
 from ._supervisor import Supervision, supervise
 
 log = logging.getLogger("fraudrt.runtime.pack")
-
-_WORST = {"GREEN": 0, "AMBER": 1, "RED": 2}
-
-
-def worst(*states: str) -> str:
-    return max(states, key=lambda s: _WORST.get(s, 2)) if states else "GREEN"
-
-
-def worst_of(*healths: tuple[str, list[str]]) -> tuple[str, list[str]]:
-    return worst(*(h[0] for h in healths)), [r for h in healths for r in h[1]]
-
 
 class EventLog:
     """`runs/fraud-platform/<run>/operate/<pack_id>/events.jsonl`: the pack's lifecycle, append-only."""

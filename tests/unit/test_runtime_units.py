@@ -15,10 +15,9 @@ import anyio
 import pytest
 
 from fraudrt.config import Settings
-from fraudrt.runtime import Actor, Batch, ComponentContext
+from fraudrt.runtime import Actor, Batch, ComponentContext, Findings, worst, worst_of
 from fraudrt.runtime._checkpoint import is_after
 from fraudrt.runtime._manifest import check_components, load_manifest_file, packs_dir
-from fraudrt.runtime._pack_process import worst
 from fraudrt.runtime._reader import Delivery, lowest_checkpoint, to_inbound
 from fraudrt.runtime._runner import UNREADABLE_REASON, ActorRunner, _positions
 from fraudrt.runtime._supervisor import Supervision, supervise
@@ -328,6 +327,19 @@ def test_worst_state() -> None:
     assert worst("GREEN", "AMBER") == "AMBER"
     assert worst("AMBER", "RED", "GREEN") == "RED"
     assert worst("GREEN", "BOGUS") == "BOGUS", "an unknown state is never better than RED"
+    assert worst_of(("AMBER", ["A"]), ("GREEN", []), ("RED", ["R"])) == ("RED", ["A", "R"])
+
+
+def test_findings_ladder_picks_the_worst_and_keeps_every_reason_in_order() -> None:
+    found = Findings()
+    assert found.verdict() == ("GREEN", []), "no findings is healthy"
+    found.ladder(0.5, 1.0, 2.0, "BELOW_BOTH")
+    found.ladder(1.0, 1.0, 2.0, "AT_AMBER")
+    found.ladder(5.0, 1.0, None, "NO_RED_BOUND")
+    assert found.verdict() == ("AMBER", ["AT_AMBER", "NO_RED_BOUND"]), "a missing RED bound never turns RED"
+    found.ladder(2.0, 1.0, 2.0, "SLOW", red_reason="STALLED")
+    found.flag("AMBER", "FLAGGED")
+    assert found.verdict() == ("RED", ["AT_AMBER", "NO_RED_BOUND", "STALLED", "FLAGGED"])
 
 
 # --------------------------------------------------------------------------- manifests

@@ -45,9 +45,8 @@ from fraudrt.contracts import (
     parse_ts_utc,
     utc_now_ts,
 )
-from fraudrt.runtime import Batch, ComponentContext, LatencyHistogram
+from fraudrt.runtime import Batch, ComponentContext, Findings, LatencyHistogram
 
-from .._health import Findings
 from .._lane_actor import LaneActor
 from .._lane_events import LaneRecord
 from .._run_counters import add_counters, load_counters

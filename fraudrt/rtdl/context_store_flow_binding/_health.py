@@ -18,9 +18,11 @@ when nothing arrives; the runtime exports that as `lag_ms.<stream>`).
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 import msgspec
+
+from fraudrt.runtime import Findings
 
 
 class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -41,36 +43,23 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         return msgspec.convert(options.get("health", {}), cls)
 
 
-_RANK: Final = {"GREEN": 0, "AMBER": 1, "RED": 2}
-
-
-def _ladder(found: list[tuple[str, str]], value: float, amber: float, red: float, amber_reason: str,
-            red_reason: str) -> None:
-    if value >= red:
-        found.append(("RED", red_reason))
-    elif value >= amber:
-        found.append(("AMBER", amber_reason))
-
-
 def evaluate(t: Thresholds, *, now: float, oldest_waiting_at: float | None, waiting: int,
              last_commit_at: float | None, last_apply_lag_s: float | None, rejected: int, mismatches: int,
              failed_batches: int) -> tuple[str, list[str]]:
     """(state, reasons): the worst of the checks; reasons are stable codes with the numbers behind them."""
-    found: list[tuple[str, str]] = []
+    found = Findings()
     if oldest_waiting_at is not None:
         age = now - oldest_waiting_at
         what = f"{waiting} bindings waiting, oldest {age:.1f}s"
-        _ladder(found, age, t.join_wait_amber_s, t.join_wait_red_s, f"JOIN_WAIT_SLOW: {what}",
-                f"JOIN_WAIT_STALLED: {what}")
+        found.ladder(age, t.join_wait_amber_s, t.join_wait_red_s, f"JOIN_WAIT_SLOW: {what}",
+                     red_reason=f"JOIN_WAIT_STALLED: {what}")
     if last_commit_at is not None and last_apply_lag_s is not None and now - last_commit_at <= t.lag_window_s:
         what = f"state {last_apply_lag_s:.1f}s behind the bus"
-        _ladder(found, last_apply_lag_s, t.apply_lag_amber_s, t.apply_lag_red_s, f"APPLY_LAG: {what}",
-                f"APPLY_LAG_HIGH: {what}")
-    what = f"DEAD_LETTERS: {rejected} records rejected"
-    _ladder(found, rejected, t.rejected_amber, t.rejected_red, what, what)
-    if mismatches >= t.mismatches_amber:
-        found.append(("AMBER", f"PAYLOAD_MISMATCHES: {mismatches} changed copies of known events"))
-    what = f"BATCH_FAILURES: {failed_batches} failed in a row"
-    _ladder(found, failed_batches, t.failed_batches_amber, t.failed_batches_red, what, what)
-    state = max((s for s, _ in found), key=_RANK.__getitem__, default="GREEN")
-    return state, [r for _, r in found]
+        found.ladder(last_apply_lag_s, t.apply_lag_amber_s, t.apply_lag_red_s, f"APPLY_LAG: {what}",
+                     red_reason=f"APPLY_LAG_HIGH: {what}")
+    found.ladder(rejected, t.rejected_amber, t.rejected_red, f"DEAD_LETTERS: {rejected} records rejected")
+    found.ladder(mismatches, t.mismatches_amber, None,
+                 f"PAYLOAD_MISMATCHES: {mismatches} changed copies of known events")
+    found.ladder(failed_batches, t.failed_batches_amber, t.failed_batches_red,
+                 f"BATCH_FAILURES: {failed_batches} failed in a row")
+    return found.verdict()

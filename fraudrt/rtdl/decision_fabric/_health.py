@@ -20,11 +20,11 @@ Why these numbers (all overridable per pack in `options.health`):
 from __future__ import annotations
 
 import collections
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
-_RANK: Final = {"GREEN": 0, "AMBER": 1, "RED": 2}
+from fraudrt.runtime import Findings
 
 
 class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -72,42 +72,35 @@ class DecisionWindow:
         return sum(s[1] for s in self._seconds), sum(s[2] for s in self._seconds)
 
 
-def _ladder(found: list[tuple[str, str]], value: float, amber: float, red: float, reason: str) -> None:
-    if value >= red:
-        found.append(("RED", reason))
-    elif value >= amber:
-        found.append(("AMBER", reason))
-
-
 def evaluate(t: Thresholds, *, now: float, oldest_pending_at: float | None, pending: int,
              window: tuple[int, int], posture: str | None, posture_problem: str | None,
              last_commit_at: float | None, last_lag_s: float | None, rejected: int, mismatches: int,
              failed_batches: int, bundle_problems: list[str]) -> tuple[str, list[str]]:
     """(state, reasons): the worst of the checks; reasons carry the numbers behind them."""
-    found: list[tuple[str, str]] = []
+    found = Findings()
     if oldest_pending_at is not None:
         age = now - oldest_pending_at
-        _ladder(found, age, t.pending_amber_s, t.pending_red_s,
-                f"JOIN_WAIT: {pending} requests waiting for context, oldest {age:.1f}s")
+        found.ladder(age, t.pending_amber_s, t.pending_red_s,
+                     f"JOIN_WAIT: {pending} requests waiting for context, oldest {age:.1f}s")
     decisions, deadlines = window
     if deadlines and decisions:
         share = deadlines / decisions
-        _ladder(found, share, t.deadline_share_amber, t.deadline_share_red,
-                f"CONTEXT_MISSING_DECISIONS: {deadlines} of {decisions} decisions in the last "
-                f"{t.deadline_window_s:.0f}s made at their deadline ({share:.1%})")
+        found.ladder(share, t.deadline_share_amber, t.deadline_share_red,
+                     f"CONTEXT_MISSING_DECISIONS: {deadlines} of {decisions} decisions in the last "
+                     f"{t.deadline_window_s:.0f}s made at their deadline ({share:.1%})")
     if posture_problem is not None:
-        found.append(("RED", posture_problem))
+        found.flag("RED", posture_problem)
     elif posture in ("DEGRADED_1", "DEGRADED_2"):
-        found.append(("AMBER", f"POSTURE_{posture}"))
+        found.flag("AMBER", f"POSTURE_{posture}")
     elif posture == "FAIL_CLOSED":
-        found.append(("RED", "POSTURE_FAIL_CLOSED: every payment is held for review"))
+        found.flag("RED", "POSTURE_FAIL_CLOSED: every payment is held for review")
     if last_commit_at is not None and last_lag_s is not None and now - last_commit_at <= t.lag_window_s:
-        _ladder(found, last_lag_s, t.lag_amber_s, t.lag_red_s, f"LAG: decisions {last_lag_s:.1f}s behind the bus")
-    _ladder(found, rejected, t.rejected_amber, t.rejected_red, f"DEAD_LETTERS: {rejected} records rejected")
-    if mismatches >= t.mismatches_amber:
-        found.append(("AMBER", f"PAYLOAD_MISMATCHES: {mismatches} changed copies of known traffic events"))
-    _ladder(found, failed_batches, t.failed_batches_amber, t.failed_batches_red,
-            f"BATCH_FAILURES: {failed_batches} failed in a row")
-    found.extend(("RED", f"BUNDLE_UNAVAILABLE: {p}") for p in bundle_problems)
-    state = max((s for s, _ in found), key=_RANK.__getitem__, default="GREEN")
-    return state, [r for _, r in found]
+        found.ladder(last_lag_s, t.lag_amber_s, t.lag_red_s, f"LAG: decisions {last_lag_s:.1f}s behind the bus")
+    found.ladder(rejected, t.rejected_amber, t.rejected_red, f"DEAD_LETTERS: {rejected} records rejected")
+    found.ladder(mismatches, t.mismatches_amber, None,
+                 f"PAYLOAD_MISMATCHES: {mismatches} changed copies of known traffic events")
+    found.ladder(failed_batches, t.failed_batches_amber, t.failed_batches_red,
+                 f"BATCH_FAILURES: {failed_batches} failed in a row")
+    for problem in bundle_problems:
+        found.flag("RED", f"BUNDLE_UNAVAILABLE: {problem}")
+    return found.verdict()

@@ -45,11 +45,10 @@ from fraudrt.contracts import (
     utc_now_ts,
     write_json_atomic,
 )
-from fraudrt.runtime import Batch, ComponentContext, LatencyHistogram
+from fraudrt.runtime import Batch, ComponentContext, Findings, LatencyHistogram
 from fraudrt.runtime.packs import component_dir
 from fraudrt.substrate import s3_client
 
-from .._health import Findings
 from .._lane_actor import LaneActor
 from .._lane_events import LaneRecord
 from .._run_counters import load_counters

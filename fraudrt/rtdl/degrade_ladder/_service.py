@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Final
 import anyio
 
 from fraudrt.rtdl.policy import DecisionPolicy, load_policy
-from fraudrt.runtime import ComponentContext, Service, classify
+from fraudrt.runtime import ComponentContext, Findings, Service, classify
 
 from . import _store
 from ._ladder import Baseline, LadderState, Verdict, baseline, step
@@ -118,18 +118,16 @@ class DegradeLadder(Service):
     # ------------------------------------------------------------------ health and metrics
 
     def health(self) -> tuple[str, list[str]]:
-        found: list[tuple[str, str]] = []
+        found = Findings()
         if self.state is not None:
             state = _HEALTH_OF[self.state.mode]
             if state != "GREEN":
-                found.append((state, f"POSTURE_{self.state.mode}: " + "; ".join(self.base.reasons[:3])))
+                found.flag(state, f"POSTURE_{self.state.mode}: " + "; ".join(self.base.reasons[:3]))
         if self.failing_since is not None:
             down = self._clock() - self.failing_since
-            if down >= _TICK_FAIL_AMBER_S:
-                found.append(("RED" if down >= _TICK_FAIL_RED_S else "AMBER",
-                              f"TICKS_FAILING: {down:.0f}s ({self.last_failure})"))
-        rank = {"GREEN": 0, "AMBER": 1, "RED": 2}
-        return max((s for s, _ in found), key=rank.__getitem__, default="GREEN"), [r for _, r in found]
+            found.ladder(down, _TICK_FAIL_AMBER_S, _TICK_FAIL_RED_S,
+                         f"TICKS_FAILING: {down:.0f}s ({self.last_failure})")
+        return found.verdict()
 
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -23,7 +23,7 @@ import msgspec
 
 from fraudrt.config import Settings
 from fraudrt.rtdl._inputs import FLOW_ANCHOR_EVENT_TYPES, flow_anchor_decoder, flow_anchor_stream
-from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord
+from fraudrt.runtime import Actor, Batch, ComponentContext, Findings, InboundRecord
 from fraudrt.runtime.bus import KinesisBus
 
 from . import _store
@@ -277,29 +277,23 @@ class IdentityEntityGraph(Actor):
         return self._floor(self._watermarks)
 
     def health(self) -> tuple[str, list[str]]:
-        red: list[str] = []
-        amber: list[str] = []
+        found = Findings()
         lag = self.lag_ms()
-        if lag >= LAG_RED_MS:
-            red.append(f"CONSUMER_LAG: {lag:.0f} ms behind the flow anchor stream (red at {LAG_RED_MS})")
-        elif lag >= LAG_AMBER_MS:
-            amber.append(f"CONSUMER_LAG: {lag:.0f} ms behind the flow anchor stream (amber at {LAG_AMBER_MS})")
-        if self.dead_letters >= DEAD_LETTERS_RED:
-            red.append(f"DEAD_LETTERS: {self.dead_letters} flow anchors dead-lettered in this run")
-        elif self.dead_letters:
-            amber.append(f"DEAD_LETTERS: {self.dead_letters} flow anchors dead-lettered in this run")
-        if self.mismatches:
-            amber.append(f"PAYLOAD_MISMATCH: {self.mismatches} event ids re-sent with other content")
-        if self.late:
-            amber.append(f"OUT_OF_ORDER: {self.late} anchors came in below their shard's watermark; "
-                         "features of later flows may have missed them")
+        found.ladder(lag, LAG_AMBER_MS, LAG_RED_MS,
+                     f"CONSUMER_LAG: {lag:.0f} ms behind the flow anchor stream (amber at {LAG_AMBER_MS})",
+                     red_reason=f"CONSUMER_LAG: {lag:.0f} ms behind the flow anchor stream (red at {LAG_RED_MS})")
+        found.ladder(self.dead_letters, 1, DEAD_LETTERS_RED,
+                     f"DEAD_LETTERS: {self.dead_letters} flow anchors dead-lettered in this run")
+        found.ladder(self.mismatches, 1, None,
+                     f"PAYLOAD_MISMATCH: {self.mismatches} event ids re-sent with other content")
+        found.ladder(self.late, 1, None, f"OUT_OF_ORDER: {self.late} anchors came in below their shard's watermark; "
+                     "features of later flows may have missed them")
         if self._waiting:
             waited = time.time() - self._waiting_since.get(self._waiting[0][1], time.time())
-            if waited >= WAITING_STALLED_S:
-                amber.append(f"WATERMARK_STALLED: {len(self._waiting)} flows wait on a shard that has not "
-                             f"advanced for {waited:.0f} s")
-        state = "RED" if red else "AMBER" if amber else "GREEN"
-        return state, red + amber
+            found.ladder(waited, WAITING_STALLED_S, None,
+                         f"WATERMARK_STALLED: {len(self._waiting)} flows wait on a shard that has not "
+                         f"advanced for {waited:.0f} s")
+        return found.verdict()
 
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -36,7 +36,7 @@ from fraudrt.rtdl._inputs import (
     traffic_decoder,
     traffic_stream,
 )
-from fraudrt.runtime import Actor, Batch, ComponentContext, InboundRecord
+from fraudrt.runtime import Actor, Batch, ComponentContext, Findings, InboundRecord
 from fraudrt.substrate import kinesis_client
 
 from . import _store
@@ -342,34 +342,20 @@ class OnlineFeaturePlane(Actor):
         return (now - min(halves) if halves else 0.0), (now - joined if joined is not None else 0.0)
 
     def health(self) -> tuple[str, list[str]]:
-        state, reasons = "GREEN", []
-
-        def worse(level: str, reason: str) -> None:
-            nonlocal state
-            reasons.append(reason)
-            if level == "RED" or state == "GREEN":
-                state = level
-
+        found = Findings()
         half_age, release_age = self._oldest()
         for age, code in ((half_age, "HALF_WAITING"), (release_age, "WATERMARK_STALLED")):
-            if age >= WAIT_RED_S:
-                worse("RED", f"{code}: oldest {age:.0f}s >= {WAIT_RED_S:.0f}s")
-            elif age >= WAIT_AMBER_S:
-                worse("AMBER", f"{code}: oldest {age:.0f}s >= {WAIT_AMBER_S:.0f}s")
+            found.ladder(age, WAIT_AMBER_S, WAIT_RED_S, f"{code}: oldest {age:.0f}s >= {WAIT_AMBER_S:.0f}s",
+                         red_reason=f"{code}: oldest {age:.0f}s >= {WAIT_RED_S:.0f}s")
         if time.time() - self.lag_at <= LAG_FRESH_S:
-            if self.lag_ms >= LAG_RED_MS:
-                worse("RED", f"LAG: {self.lag_ms}ms behind the bus >= {LAG_RED_MS}ms")
-            elif self.lag_ms >= LAG_AMBER_MS:
-                worse("AMBER", f"LAG: {self.lag_ms}ms behind the bus >= {LAG_AMBER_MS}ms")
-        if self.dead_letters >= DEAD_LETTERS_RED:
-            worse("RED", f"DEAD_LETTERS: {self.dead_letters}")
-        elif self.dead_letters:
-            worse("AMBER", f"DEAD_LETTERS: {self.dead_letters}")
-        if self.mismatches:
-            worse("AMBER", f"PAYLOAD_MISMATCHES: {self.mismatches}")
+            found.ladder(self.lag_ms, LAG_AMBER_MS, LAG_RED_MS,
+                         f"LAG: {self.lag_ms}ms behind the bus >= {LAG_AMBER_MS}ms",
+                         red_reason=f"LAG: {self.lag_ms}ms behind the bus >= {LAG_RED_MS}ms")
+        found.ladder(self.dead_letters, 1, DEAD_LETTERS_RED, f"DEAD_LETTERS: {self.dead_letters}")
+        found.ladder(self.mismatches, 1, None, f"PAYLOAD_MISMATCHES: {self.mismatches}")
         if self.last_inexact_at and time.time() - self.last_inexact_at <= INEXACT_RECENT_S:
-            worse("AMBER", f"OUT_OF_ORDER_INPUT: {self.flows_inexact} flows aggregated after later events")
-        return state, reasons
+            found.flag("AMBER", f"OUT_OF_ORDER_INPUT: {self.flows_inexact} flows aggregated after later events")
+        return found.verdict()
 
     def _stream_watermark(self, stream: str) -> int | None:
         marks = [self._watermarks.get(s) for s in self._shards if s[0] == stream]
