@@ -128,6 +128,23 @@ class ActorRunner:
                     raise
                 await self._dependency_wait(failure, exc)
 
+    async def _start(self) -> None:
+        """Start the actor; a dependency down while it loads its state is waited out as one down
+        mid-run is (health says DEPENDENCY_DOWN), not a crash. A failed start is stopped before the
+        next try, so what it had opened is closed."""
+        while True:
+            try:
+                await self.actor.start(self.ctx)
+                self._recovered()
+                return
+            except Exception as exc:
+                failure = classify(exc)
+                with anyio.CancelScope(shield=True):
+                    await self.actor.stop()
+                if not failure.transient:
+                    raise
+                await self._dependency_wait(failure, exc)
+
     async def _load(self) -> dict[CheckpointKey, str]:
         async with self.ctx.pool.acquire() as conn:
             self.checkpoints = await load_checkpoints(conn, self.component, self.ctx.platform_run_id)
@@ -170,9 +187,9 @@ class ActorRunner:
         return max(0.0, min(_IDLE_WAIT, self._next_due - time.time()))
 
     async def run(self) -> None:
-        await self.load()
-        await self.actor.start(self.ctx)
         try:
+            await self.load()
+            await self._start()
             while not self.ctx.stopping.is_set():
                 if self._timers_due() and not self._in_hand:
                     with anyio.CancelScope(shield=True):

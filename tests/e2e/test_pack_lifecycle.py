@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -50,20 +49,6 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
-def _missing_modules(pack: str) -> list[str]:
-    """Components of `pack` whose module cannot be found, by looking at the import system directly."""
-    out = []
-    for spec in resolve_manifest(pack).components:
-        module = spec.entry.partition(":")[0]
-        try:
-            found = importlib.util.find_spec(module)
-        except ModuleNotFoundError:
-            found = None
-        if found is None:
-            out.append(spec.name)
-    return out
-
-
 async def test_rtdl_core_up_status_up_again_refuses_new_run_down_drains(
         substrate: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PLATFORM_RUN_ID", raising=False)
@@ -88,14 +73,9 @@ async def test_rtdl_core_up_status_up_again_refuses_new_run_down_drains(
         report = await wait_for(status, all_green, what="every component running and GREEN")
         assert report["state"] == "running" and report["pid"] == started["pid"]
         assert report["platform_run_id"] == run
-        # Optional actors not built yet: the pack runs without them, and says so.
-        optional_missing = set(_missing_modules("rtdl_core"))
-        assert "archive_writer" not in optional_missing
-        built = {s.name for s in resolve_manifest("rtdl_core").components} - optional_missing
-        assert set(report["components"]) == built
-        for name in optional_missing:
-            assert any(name in m for m in report["missing_optional"]), (name, report["missing_optional"])
-            assert name not in report["components"]
+        # Every actor of the manifest is built: all of them run, none is reported missing.
+        assert set(report["components"]) == {s.name for s in resolve_manifest("rtdl_core").components}
+        assert report["missing_optional"] == []
         assert report["missing"] == []
         health = json.loads(health_path(Path(settings.runs_root), run, "archive_writer").read_text())
         assert health["health_state"] == "GREEN" and health["platform_run_id"] == run
@@ -130,24 +110,6 @@ async def test_rtdl_core_up_status_up_again_refuses_new_run_down_drains(
         assert cli_final.returncode == 1 and json.loads(cli_final.stdout)["state"] == "stopped"
     finally:
         kill_pack(settings, CORE)
-
-
-def test_rtdl_decision_lane_refuses_to_start_and_names_the_missing_actors(
-        substrate: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FRAUDRT_PACKS_DIR", raising=False)
-    missing = _missing_modules("rtdl_decision_lane")
-    if not missing:
-        pytest.skip("every decision-lane actor is built now")
-    scope = make_scope(substrate, tmp_path / "runs")
-    with pytest.raises(PackError) as refused:
-        pack_up(scope.settings, "rtdl_decision_lane", platform_run_id=scope.run_id, env=scope.env)
-    for name in missing:
-        assert name in str(refused.value)
-    assert load_pack_state(scope.settings, "local_parity_rtdl_decision_lane_v0") is None, "nothing was spawned"
-    cli = _cli({**scope.env, "PLATFORM_RUN_ID": scope.run_id}, "pack", "up", "rtdl_decision_lane")
-    assert cli.returncode != 0
-    for name in missing:
-        assert name in cli.stderr
 
 
 async def test_a_required_missing_actor_blocks_start_an_optional_one_does_not(

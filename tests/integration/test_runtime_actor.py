@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+from fraudrt._daemon import free_port
 from fraudrt.config import project_root
 
 if str(project_root()) not in sys.path:
@@ -124,3 +126,36 @@ async def test_checkpoint_never_moves_backwards_and_compares_numerically(pool: A
                                     "AND platform_run_id = $1", run)
         assert total == 3
         assert await load_checkpoints(conn, "test_cp", mint_run_id()) == {}
+
+
+class _StartsWhileTheDatabaseIsDown(Recorder):
+    """Its start reads state through a real client from a Postgres that is not there, `down` times."""
+
+    def __init__(self, dead_dsn: str, down: int) -> None:
+        super().__init__()
+        self.dead_dsn, self.down = dead_dsn, down
+        self.starts = self.stops = 0
+
+    async def start(self, ctx: Any) -> None:
+        self.starts += 1
+        if self.starts <= self.down:
+            await asyncpg.connect(self.dead_dsn, timeout=2)
+
+    async def stop(self) -> None:
+        self.stops += 1
+
+
+async def test_a_dependency_down_while_an_actor_starts_is_waited_out_not_a_crash(
+        substrate: Any, pool: Any, bus: KinesisBus, tmp_path: Path) -> None:
+    scope = make_scope(substrate, tmp_path / "runs")
+    run = scope.run_id
+    (stream,) = await create_streams(scope.settings, ["traffic_fraud"])
+    acks = await put(bus, stream, [record(run, n=i) for i in range(10)])
+    actor = _StartsWhileTheDatabaseIsDown(f"postgresql://u:p@127.0.0.1:{free_port()}/db", down=2)
+    async with LocalActor(scope.settings, actor, run, pool, bus) as la:
+        await wait_for(lambda: handled(pool, run), lambda rows: len(rows) == 10, what="records after the start")
+        sup = la.supervision[actor.name]
+        assert (sup.restarts, sup.health()[0]) == (0, "GREEN"), "an outage at start is not a crash"
+        assert la.stats.dependency_failures == 2
+        assert actor.starts == 3 and actor.stops == 2, "each failed start was stopped before the next"
+    assert [r["sequence_number"] for r in await handled(pool, run)] == [a.sequence_number for a in acks]

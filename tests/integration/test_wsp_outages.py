@@ -57,12 +57,13 @@ async def test_s3_down_when_the_facts_are_read_is_retried_by_the_supervisor_and_
         tg.start_soon(supervise, background, lambda: actor.background(ctx), ctx.stopping,
                       lambda _event, _fields: None, log)
 
-        async def crashed_twice() -> int:
+        async def restarts() -> int:
             return background.restarts
 
-        # Every attempt fails on the facts read (S3 is down) and goes back to the supervisor.
-        await wait_for(crashed_twice, lambda n: n >= 2, timeout=180, interval=0.2,
-                       what="the background restarted twice while S3 is down")
+        # The attempt fails on the facts read (S3 is down: ~18 s of the client's own retries) and goes
+        # back to the supervisor, which starts the next one.
+        await wait_for(restarts, lambda n: n >= 1, timeout=180, interval=0.2,
+                       what="the background restarted while S3 is down")
         assert background.last_error is not None and "EndpointConnectionError" in background.last_error
         assert await ready_status(pool, msg.message_id) == "STREAMING"
         state, reasons = actor.health()

@@ -140,8 +140,6 @@ class DecisionLogAudit(LaneActor):
         self._run = ctx.platform_run_id
         self._bucket = ctx.settings.buckets.platform
         self._audit_stream = ctx.settings.streams.name("audit")
-        self._reconciliation_path = (component_dir(ctx.settings, ctx.platform_run_id, ctx.component or self.name)
-                                     / "reconciliation" / "last_reconciliation.json")
         self._stack = AsyncExitStack()
         # Fail fast: the runner waits out an unreachable object store with backoff (never dead-letters).
         s3 = await self._stack.enter_async_context(
@@ -152,6 +150,10 @@ class DecisionLogAudit(LaneActor):
             unresolved = await _store.load_unresolved(conn, ctx.platform_run_id, self.config.unresolved_list_cap)
         self.counters = {name: loaded.get(name, 0) for name in COUNTERS}
         self.unresolved = {d: (reasons, at) for d, reasons, at in unresolved}
+        # Set last: a start that failed before the counters were loaded must not write a
+        # reconciliation of zeros over the real one when it is stopped.
+        self._reconciliation_path = (component_dir(ctx.settings, ctx.platform_run_id, ctx.component or self.name)
+                                     / "reconciliation" / "last_reconciliation.json")
         self._dirty = True
 
     async def stop(self) -> None:
