@@ -13,7 +13,7 @@ rtdl_decision_lane (three processes), `fraudrt sr ready`. Two phases (issue 12, 
 Reported beside them: CPU seconds of each process (packs, substrate) over the phase, and the raw
 PutRecords ceiling of the same kinesalite, measured in the same run.
 
-    .venv/bin/python bench/bench_spine.py [--rate 500] [--steady-flows 30000] [--flows 40000]
+    .venv/bin/python bench/bench_spine.py [--rate 500] [--steady-seconds 60] [--flows 40000] [--only steady|throughput]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psutil
 from bench_runtime import machine  # type: ignore[import-not-found]
 
@@ -133,6 +134,28 @@ def phase(env: dict[str, str], runs: Path, label: str, requests: int, traffic: i
             "lineage_unresolved_total": dla["counters"].get("lineage_unresolved_total")}
 
 
+async def _raw_put_ceiling(env: dict[str, str], n: int = 20_000) -> dict[str, Any]:
+    """PutRecords of ~700-byte records, 500 per call, to a scratch stream of the same kinesalite: the
+    bus's write ceiling on this machine, beside what the spine reached."""
+    from fraudrt.runtime.bus import KinesisBus, PutEntry
+    from fraudrt.substrate import ensure_stream, kinesis_client, wait_active
+
+    settings = load_settings("embedded", env=env)
+    stream = "bench.ceiling.v1"
+    async with kinesis_client(settings.kinesis) as k:
+        await ensure_stream(k, stream, 1)
+        await wait_active(k, [stream])
+    body = json.dumps({"platform_run_id": "bench", "payload": "x" * 600})
+    async with KinesisBus(settings.kinesis) as bus:
+        t0 = time.perf_counter()
+        for start in range(0, n, 500):
+            entries = [PutEntry((body[:-1] + f',"event_id":"{i:064x}"}}').encode(), str(i))
+                       for i in range(start, min(n, start + 500))]
+            assert all(r.ok for r in await bus.put_records(stream, entries))
+        wall = time.perf_counter() - t0
+    return {"records": n, "put_records_per_s": round(n / wall)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=500.0, help="steady phase: traffic events/s")
@@ -161,7 +184,8 @@ def main() -> None:
         if not args.only or "throughput" in args.only:
             _summary, requests = world(env, home, args.flows, args.flows / 60.0, "throughput")
             results.append(phase(env, runs, "throughput", requests, 2 * requests, 0.0))
-        print(json.dumps({"machine": machine(), "results": results}, indent=2))
+        ceiling = anyio.run(_raw_put_ceiling, env)
+        print(json.dumps({"machine": machine(), "results": results, "kinesis_ceiling": ceiling}, indent=2))
     finally:
         for pack in reversed(PACKS):
             subprocess.run([sys.executable, "-m", "fraudrt", "pack", "down", pack], env=env, capture_output=True)
