@@ -139,10 +139,10 @@ class ActorRunner:
                 return
             except Exception as exc:
                 failure = classify(exc)
+                if not failure.transient:
+                    raise  # run() stops it on the way out
                 with anyio.CancelScope(shield=True):
                     await self.actor.stop()
-                if not failure.transient:
-                    raise
                 await self._dependency_wait(failure, exc)
 
     async def _load(self) -> dict[CheckpointKey, str]:

@@ -326,10 +326,6 @@ class ContextStoreFlowBinding(Actor):
             raise
 
     async def _handle(self, batch: Batch) -> None:
-        # The batch statements' row estimates (joins of CTEs, no statistics) cross jit_above_cost,
-        # and PostgreSQL's default jit=on then spends 0.3-0.6 s compiling each one with LLVM: more
-        # than executing it. Off for this transaction only.
-        await batch.conn.execute("SET LOCAL jit = off")
         out = _BatchOutcome()
         # No inbox: every part and binding is written once with its event id and content hash, so
         # the state itself tells a first copy from a duplicate, a mismatch or a conflict.
