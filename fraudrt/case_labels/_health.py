@@ -11,24 +11,16 @@ An idle plane is GREEN.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-import msgspec
-
-from fraudrt.runtime import Findings
+from fraudrt.runtime import Findings, HealthThresholds
 
 
-class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Thresholds(HealthThresholds, frozen=True, kw_only=True, forbid_unknown_fields=True):
     dead_letters_amber: int = 1
     dead_letters_red: int = 100
     mismatches_amber: int = 1
     api_errors_amber: int = 1  # 5xx answers of the investigator API (bugs or dependency outages)
     api_errors_red: int = 20
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> Thresholds:
-        """From a manifest component's `options.health` (unknown keys are an error)."""
-        return msgspec.convert(options.get("health", {}), cls)
 
 
 Check = tuple[str, float, float | None, float | None]  # (reason, value, AMBER at, RED at)

@@ -16,7 +16,7 @@ from ._actor import Actor, Batch, ComponentContext, Service
 from ._classify import Failure, FailureKind, classify, is_transient
 from ._errors import BusError, ExpiredIteratorError, FraudrtRuntimeError, StreamNotFoundError, ThrottledError
 from ._fence import Notifications, ProgressFence
-from ._health import Findings, Health, worst, worst_of
+from ._health import Findings, Health, HealthThresholds, worst, worst_of
 from ._inbox import Intake, content_hash, take_in
 from ._latency import LatencyHistogram
 from ._pgcolumns import pack_columns, split_sql
@@ -35,6 +35,7 @@ __all__ = [
     "Findings",
     "FraudrtRuntimeError",
     "Health",
+    "HealthThresholds",
     "InboundRecord",
     "Intake",
     "LatencyHistogram",

@@ -4,15 +4,28 @@
 RED threshold, either of which may be absent); `flag` adds a finding of a fixed state. Reasons are
 stable codes followed by the numbers behind them, so an operator sees why without opening the
 metrics. `worst` / `worst_of` combine verdicts (a component is as healthy as the worst of its parts).
+`HealthThresholds` is the base of a component's limits, set from its manifest entry.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final, Self
+
+import msgspec
 
 _RANK: Final = {"GREEN": 0, "AMBER": 1, "RED": 2}
 
 Health = tuple[str, list[str]]
+
+
+class HealthThresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A component's AMBER/RED limits; subclasses declare them as fields with their defaults."""
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Self:
+        """From a manifest component's `options.health` (an unknown key is an error, not ignored)."""
+        return msgspec.convert(options.get("health", {}), cls)
 
 
 def worst(*states: str) -> str:

@@ -18,14 +18,10 @@ when nothing arrives; the runtime exports that as `lag_ms.<stream>`).
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
-
-from fraudrt.runtime import Findings
+from fraudrt.runtime import Findings, HealthThresholds
 
 
-class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Thresholds(HealthThresholds, frozen=True, kw_only=True, forbid_unknown_fields=True):
     join_wait_amber_s: float = 5.0
     join_wait_red_s: float = 30.0
     apply_lag_amber_s: float = 5.0
@@ -36,11 +32,6 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     mismatches_amber: int = 1
     failed_batches_amber: int = 1
     failed_batches_red: int = 3
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> Thresholds:
-        """Thresholds from a manifest component's `options.health` (unknown keys are an error)."""
-        return msgspec.convert(options.get("health", {}), cls)
 
 
 def evaluate(t: Thresholds, *, now: float, oldest_waiting_at: float | None, waiting: int,

@@ -20,14 +20,11 @@ Why these numbers (all overridable per pack in `options.health`):
 from __future__ import annotations
 
 import collections
-from typing import Any
 
-import msgspec
-
-from fraudrt.runtime import Findings
+from fraudrt.runtime import Findings, HealthThresholds
 
 
-class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Thresholds(HealthThresholds, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pending_amber_s: float = 2.0
     pending_red_s: float = 30.0
     deadline_share_amber: float = 0.01
@@ -41,10 +38,6 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     mismatches_amber: int = 1
     failed_batches_amber: int = 1
     failed_batches_red: int = 3
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> Thresholds:
-        return msgspec.convert(options.get("health", {}), cls)
 
 
 class DecisionWindow:
