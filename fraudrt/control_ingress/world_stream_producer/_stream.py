@@ -264,7 +264,10 @@ async def stream_ready_run(settings: Settings, pool: Any, request: StreamRequest
             moved = tracker.ack(ordinal, row.after) or moved
         if moved:
             stats.emitted[names[batch.rank]] = tracker.acked
-            await save({batch.rank})
+            # Shielded: the tracker has moved, so a sibling lane's failure (which cancels this one)
+            # must not leave the stream reporting an acknowledgement its checkpoint does not hold.
+            with anyio.CancelScope(shield=True):
+                await save({batch.rank})
         progress()
 
     lanes: OrderedLanes[_Mark] = OrderedLanes(len(locators), batch_size=max(1, request.push_batch_size),
